@@ -1,0 +1,56 @@
+"""boto3 clients with the architecture's timeouts and bounded, backed-off retries.
+
+botocore's `standard` retry mode retries throttling and transient errors with exponential backoff
+and jitter; `max_attempts` keeps the total inside the caller's own deadline. The endpoint comes from
+`AWS_ENDPOINT_URL` when set (the local emulator), which boto3 reads by itself.
+"""
+from __future__ import annotations
+
+import functools
+
+import boto3
+from botocore.config import Config
+
+from cloudia.settings import Resilience
+
+# Attempts per call, first try included: 2 keeps a DynamoDB call within ~2 x 1 s plus backoff.
+MAX_ATTEMPTS = 2
+
+
+def client_config(timeout_ms: int, max_attempts: int = MAX_ATTEMPTS) -> Config:
+    seconds = timeout_ms / 1000
+    return Config(
+        connect_timeout=seconds,
+        read_timeout=seconds,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _client(service: str, timeout_ms: int, endpoint_url: str | None = None):
+    return boto3.session.Session().client(
+        service, config=client_config(timeout_ms), endpoint_url=endpoint_url
+    )
+
+
+def dynamodb(resilience: Resilience):
+    return _client("dynamodb", resilience.dynamodb_timeout_ms)
+
+
+def sqs(resilience: Resilience):
+    return _client("sqs", resilience.sqs_timeout_ms)
+
+
+def secrets(resilience: Resilience):
+    return _client("secretsmanager", resilience.sqs_timeout_ms)
+
+
+def management_api(endpoint_url: str, resilience: Resilience):
+    """API Gateway Management API (`post_to_connection`) for one WebSocket API stage."""
+    return _client("apigatewaymanagementapi", resilience.sqs_timeout_ms, endpoint_url)
+
+
+@functools.lru_cache(maxsize=None)
+def secret_value(arn: str, timeout_ms: int = 2000) -> str:
+    """A Secrets Manager secret, fetched once per process (cold start), then cached."""
+    return _client("secretsmanager", timeout_ms).get_secret_value(SecretId=arn)["SecretString"]

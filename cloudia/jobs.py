@@ -1,0 +1,90 @@
+"""The unit of work carried by the jobs queue, and its state in the jobs table."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from cloudia.schema import JOBS_PARTITION_KEY, JOBS_TTL_ATTRIBUTE
+from cloudia.settings import Resilience
+
+# Job states. A job moves queued -> answered | failed; `answered` is final and guards the LLM call.
+QUEUED, ANSWERED, FAILED = "queued", "answered", "failed"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    user_id: str
+    conversation_id: str
+    client_message_id: str
+    message: str
+    created_at_ms: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, body: str) -> "Job":
+        return cls(**json.loads(body))
+
+
+class JobStore:
+    """Jobs table access. Conditional writes make every transition safe under redelivery."""
+
+    def __init__(self, dynamodb, table_name: str, resilience: Resilience):
+        self._db = dynamodb
+        self._table = table_name
+        self._ttl_s = resilience.job_ttl_days * 86400
+
+    def create(self, job: Job) -> bool:
+        """Record a new job as queued; False if it already exists (a retry of the same write)."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    JOBS_PARTITION_KEY: {"S": job.job_id},
+                    "status": {"S": QUEUED},
+                    "userId": {"S": job.user_id},
+                    "conversationId": {"S": job.conversation_id},
+                    "createdAtMs": {"N": str(job.created_at_ms)},
+                    JOBS_TTL_ATTRIBUTE: {"N": str(job.created_at_ms // 1000 + self._ttl_s)},
+                },
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": JOBS_PARTITION_KEY},
+            )
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def get(self, job_id: str) -> dict | None:
+        item = self._db.get_item(
+            TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        return {k: next(iter(v.values())) for k, v in item.items()}
+
+    def finish(self, job_id: str, status: str, detail: str = "") -> bool:
+        """Move a job to a final state once; False if it was already answered."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                UpdateExpression="SET #s = :s, detail = :d, finishedAtMs = :t",
+                ConditionExpression="attribute_not_exists(#s) OR #s <> :answered",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":s": {"S": status},
+                    ":d": {"S": detail},
+                    ":t": {"N": str(now_ms())},
+                    ":answered": {"S": ANSWERED},
+                },
+            )
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False

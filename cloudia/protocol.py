@@ -1,0 +1,45 @@
+"""The JSON frames between a client and the backend (architecture: "Client <-> backend protocol").
+
+Inbound frames are validated into typed models; outbound events are built only here, so every part
+of the system speaks the same shapes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# The seed's event while the LLM circuit is open (kept word for word: clients match on it).
+CIRCUIT_OPEN_MESSAGE = "Circuit Breaker ativado: API LLM indisponível."
+
+
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    return {"event": name, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def queued(job_id: str, client_message_id: str | None = None) -> dict[str, Any]:
+    return event("queued", jobId=job_id, clientMessageId=client_message_id)
+
+
+def token(job_id: str, text: str) -> dict[str, Any]:
+    return event("token", jobId=job_id, token=text)
+
+
+def answer(job_id: str, message: str, conversation_id: str | None = None) -> dict[str, Any]:
+    return event("answer", jobId=job_id, message=message, conversationId=conversation_id)
+
+
+def error(message: str, job_id: str | None = None, reason: str | None = None, **extra: Any) -> dict[str, Any]:
+    """`reason` is a stable machine-readable code; `message` says why, for a person."""
+    return event("error", message=message, jobId=job_id, reason=reason, **extra)
+
+
+def circuit_open(job_id: str) -> dict[str, Any]:
+    return error(CIRCUIT_OPEN_MESSAGE, job_id=job_id, reason="circuit_open")
+
+
+def pong() -> dict[str, Any]:
+    return event("pong")
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,34 @@
+"""The Redis client with the architecture's 500 ms bound on connecting and on every command.
+
+No retries on a timeout: a caller that hears nothing within the bound answers with a controlled
+error (functions) or falls back (worker), so nothing hangs behind Redis.
+"""
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from cloudia import aws
+from cloudia.settings import Settings
+
+
+@functools.lru_cache(maxsize=8)
+def _client(url: str, password: str | None, timeout_ms: int) -> redis.Redis:
+    seconds = timeout_ms / 1000
+    return redis.Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=seconds,
+        socket_connect_timeout=seconds,
+        retry_on_timeout=False,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def client(settings: Settings) -> redis.Redis:
+    password = None
+    if settings.redis_auth_secret_arn:
+        password = aws.secret_value(settings.redis_auth_secret_arn)
+    return _client(settings.redis_url, password, settings.resilience.redis_timeout_ms)

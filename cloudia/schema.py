@@ -1,0 +1,53 @@
+"""Key schemas of the DynamoDB tables and Redis keys: one place, read by the stacks that create the
+tables, by the code that uses them and by the tests that stand them up in the emulator."""
+from __future__ import annotations
+
+# History: one item per message of a conversation, ordered by time, so `resume` is one Query.
+#   pk = "{userId}#{conversationId}"   sk = "{createdAtMs:013d}#{jobId}#{role}"
+HISTORY_PARTITION_KEY = "pk"
+HISTORY_SORT_KEY = "sk"
+HISTORY_TTL_ATTRIBUTE = "expiresAt"
+
+# Jobs: one item per job, its state machine guarded by conditional writes.
+JOBS_PARTITION_KEY = "jobId"
+JOBS_TTL_ATTRIBUTE = "expiresAt"
+
+# Powertools idempotency persistence layer (its default attribute names).
+IDEMPOTENCY_PARTITION_KEY = "id"
+IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
+
+TABLES = {
+    # logical name: (partition key, sort key or None, TTL attribute)
+    "history": (HISTORY_PARTITION_KEY, HISTORY_SORT_KEY, HISTORY_TTL_ATTRIBUTE),
+    "jobs": (JOBS_PARTITION_KEY, None, JOBS_TTL_ATTRIBUTE),
+    "idempotency": (IDEMPOTENCY_PARTITION_KEY, None, IDEMPOTENCY_TTL_ATTRIBUTE),
+}
+
+
+def conversation_key(user_id: str, conversation_id: str) -> str:
+    return f"{user_id}#{conversation_id}"
+
+
+# Redis keys
+def connection_key(connection_id: str) -> str:
+    return f"conn:{connection_id}"
+
+
+def user_connections_key(user_id: str) -> str:
+    return f"user:{user_id}:conns"
+
+
+def context_key(user_id: str, conversation_id: str) -> str:
+    return f"ctx:{conversation_key(user_id, conversation_id)}"
+
+
+def rate_key(user_id: str, minute: int) -> str:
+    return f"rate:{user_id}:{minute}"
+
+
+def budget_key(user_id: str, day: str) -> str:
+    return f"budget:{user_id}:{day}"
+
+
+def breaker_key(name: str) -> str:
+    return f"breaker:{name}"

@@ -1,0 +1,110 @@
+"""Runtime settings, read once from the environment.
+
+`Resilience` holds every resilience default of the architecture (units in the names). The CDK app
+reads the same fields from `cdk.json` context and passes them to the functions and the worker as
+environment variables, so an operator changes them in one place; a test keeps `cdk.json` and these
+defaults equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Resilience:
+    # Timeouts (seed: Lambda 29 s, worker -> LLM 5-10 s, -> Redis 500 ms, -> DynamoDB 1 s).
+    lambda_timeout_s: int = 29
+    llm_timeout_s: float = 10.0
+    redis_timeout_ms: int = 500
+    dynamodb_timeout_ms: int = 1000
+    sqs_timeout_ms: int = 2000
+    # Retries: 1st immediate, then 2 s, 4 s, 8 s ... with jitter, through the message's visibility.
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+    backoff_jitter_ratio: float = 0.2
+    max_receives: int = 5
+    # Circuit breaker around the LLM provider.
+    breaker_window_s: float = 30.0
+    breaker_min_calls: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_slow_call_rate: float = 0.5
+    breaker_slow_call_s: float = 5.0
+    breaker_open_s: float = 15.0
+    breaker_half_open_probes: int = 2
+    # Worker.
+    worker_concurrency: int = 16
+    worker_shutdown_grace_s: float = 25.0
+    # TTLs. API Gateway drops a WebSocket connection after 2 h, so a registration cannot outlive it.
+    connection_ttl_s: int = 7200
+    context_ttl_s: int = 3600
+    context_max_messages: int = 20
+    idempotency_ttl_s: int = 3600
+    history_ttl_days: int = 30
+    job_ttl_days: int = 7
+    # FinOps: per-user guards against unexpected cost.
+    rate_limit_per_minute: int = 20
+    daily_token_budget: int = 50_000
+    max_message_chars: int = 8_000
+
+
+def _coerce(kind: type, raw: str):
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return kind(raw)
+
+
+def resilience_from(values: Mapping[str, object]) -> Resilience:
+    """Build `Resilience` from a mapping keyed by field name (cdk.json) or by upper-case name (env)."""
+    kwargs = {}
+    for f in dataclasses.fields(Resilience):
+        for key in (f.name, f.name.upper()):
+            if key in values:
+                kind = type(f.default)
+                raw = values[key]
+                kwargs[f.name] = _coerce(kind, raw) if isinstance(raw, str) else kind(raw)
+                break
+    return Resilience(**kwargs)
+
+
+def resilience_env(resilience: Resilience) -> dict[str, str]:
+    """The environment variables that carry `resilience` to a function or the worker."""
+    return {f.name.upper(): str(getattr(resilience, f.name)) for f in dataclasses.fields(Resilience)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Names and endpoints of a deployment, plus its resilience settings."""
+
+    jobs_queue_url: str = ""
+    history_table: str = ""
+    jobs_table: str = ""
+    idempotency_table: str = ""
+    # redis://host:port/0 locally; rediss://... (TLS) on AWS with the AUTH token from Secrets Manager.
+    redis_url: str = "redis://localhost:6379/0"
+    redis_auth_secret_arn: str = ""
+    # Signing secret for connection tokens: given directly locally, by ARN on AWS.
+    auth_secret: str = ""
+    auth_secret_arn: str = ""
+    # API Gateway Management API endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}).
+    ws_management_endpoint: str = ""
+    llm_provider: str = "fake"
+    llm_fallback_provider: str = ""
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_api_key_secret_arn: str = ""
+    metrics_namespace: str = "CloudIa"
+    resilience: Resilience = field(default_factory=Resilience)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        kwargs = {
+            f.name: env[f.name.upper()]
+            for f in dataclasses.fields(cls)
+            if f.name != "resilience" and f.name.upper() in env
+        }
+        return cls(**kwargs, resilience=resilience_from(env))
