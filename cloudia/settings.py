@@ -79,6 +79,8 @@ class Settings:
     """Names and endpoints of a deployment, plus its resilience settings."""
 
     jobs_queue_url: str = ""
+    # The worker sends a permanently failed job straight to the DLQ instead of retrying it 5 times.
+    jobs_dlq_url: str = ""
     history_table: str = ""
     jobs_table: str = ""
     idempotency_table: str = ""

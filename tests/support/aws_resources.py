@@ -43,6 +43,7 @@ def create_resources(resilience: Resilience = Resilience(), **overrides) -> Reso
         names[logical] = name
     settings = Settings(
         jobs_queue_url=queue_url,
+        jobs_dlq_url=dlq_url,
         history_table=names["history"],
         jobs_table=names["jobs"],
         idempotency_table=names["idempotency"],
