@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""The cloud-ia CDK app. `-c target=aws|local` chooses what is deployed (see docs/architecture.md):
+
+  aws    network + Redis, state, API (functions + WebSocket API), worker (ECS), observability
+  local  state and functions only: the emulator lacks the rest, which runs as local processes
+"""
+from __future__ import annotations
+
+import os
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.api_stack import ApiStack
+from stacks.components.redis_cache import RedisEndpoint
+from stacks.config import AppConfig
+from stacks.network_stack import NetworkStack
+from stacks.observability_stack import ObservabilityStack
+from stacks.state_stack import StateStack
+from stacks.worker_stack import WorkerStack
+
+
+def build_app(context: dict | None = None) -> cdk.App:
+    app = cdk.App(context=context) if context is not None else cdk.App()
+    config = AppConfig.from_context({
+        key: app.node.try_get_context(key)
+        for key in ("target", "stage", "settings", "resilience", *AppConfig.__dataclass_fields__)
+        if app.node.try_get_context(key) is not None
+    })
+    env = cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION"))
+
+    state = StateStack(app, config.stack_name("state"), config=config, env=env,
+                       description="cloud-ia state: jobs queue + DLQ, history, jobs and idempotency tables")
+    if config.is_aws:
+        network = NetworkStack(app, config.stack_name("network"), config=config, env=env,
+                               description="cloud-ia VPC and ElastiCache Redis")
+        redis = network.redis.endpoint
+    else:
+        network = None
+        redis = RedisEndpoint(url=config.local_redis_url)
+    api = ApiStack(app, config.stack_name("api"), config=config, env=env, jobs=state.jobs,
+                   tables=state.tables, redis=redis,
+                   description="cloud-ia WebSocket functions" + (" and API" if config.is_aws else ""))
+    if config.is_aws:
+        WorkerStack(app, config.stack_name("worker"), config=config, env=env, vpc=network.network.vpc,
+                    jobs=state.jobs, tables=state.tables, redis=redis, api=api.websocket,
+                    description="cloud-ia LLM worker on ECS Fargate")
+        ObservabilityStack(app, config.stack_name("observability"), config=config, env=env, jobs=state.jobs,
+                           functions=api.functions.functions,
+                           description="cloud-ia alarms, dashboard and cost budget")
+    cdk.Tags.of(app).add("project", "cloud-ia")
+    cdk.Tags.of(app).add("stage", config.stage)
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return app
+
+
+if __name__ == "__main__":
+    build_app().synth()

@@ -1,0 +1,30 @@
+"""FinOps: a monthly cost budget that warns on the forecast and on the actual spend."""
+from __future__ import annotations
+
+from aws_cdk import aws_budgets as budgets
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from stacks.config import AppConfig
+
+
+class CostBudget(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, topic: sns.ITopic) -> None:
+        super().__init__(scope, construct_id)
+        subscribers = [budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=topic.topic_arn)]
+
+        def notify(kind: str, percent: int) -> budgets.CfnBudget.NotificationWithSubscribersProperty:
+            return budgets.CfnBudget.NotificationWithSubscribersProperty(
+                notification=budgets.CfnBudget.NotificationProperty(
+                    notification_type=kind, comparison_operator="GREATER_THAN", threshold=percent,
+                    threshold_type="PERCENTAGE"),
+                subscribers=subscribers)
+
+        self.budget = budgets.CfnBudget(
+            self, "Budget",
+            budget=budgets.CfnBudget.BudgetDataProperty(
+                budget_name=f"cloudia-{config.stage}",
+                budget_type="COST", time_unit="MONTHLY",
+                budget_limit=budgets.CfnBudget.SpendProperty(amount=config.monthly_budget_usd, unit="USD")),
+            notifications_with_subscribers=[notify("FORECASTED", 80), notify("ACTUAL", 100)],
+        )

@@ -1,0 +1,113 @@
+"""The WebSocket Lambda functions: one shared asset, one function per route, least-privilege grants."""
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from cloudia.settings import resilience_env
+from stacks.components.jobs_queue import JobsQueue
+from stacks.components.redis_cache import RedisEndpoint
+from stacks.components.log_groups import retained_log_group
+from stacks.components.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from stacks.components.tables import ChatTables
+from stacks.config import AppConfig
+
+SERVICE_NAME = "chat-api"
+
+
+# handler module -> what it is for
+HANDLERS = {
+    "authorizer": "verifies the connection token of $connect (REQUEST authorizer)",
+    "connect": "$connect: registers the connection for its user",
+    "disconnect": "$disconnect: removes the registration",
+    "send_message": "sendMessage: validates, rate-limits and enqueues a job",
+    "default": "ping, history/resume and every other frame",
+}
+
+
+class ChatFunctions(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
+                 tables: ChatTables, redis: RedisEndpoint,
+                 auth_secret: secretsmanager.ISecret | None) -> None:
+        super().__init__(scope, construct_id)
+        code = function_code()
+        environment = {
+            "JOBS_QUEUE_URL": jobs.queue.queue_url,
+            "JOBS_DLQ_URL": jobs.dlq.queue_url,
+            "HISTORY_TABLE": tables.history.table_name,
+            "JOBS_TABLE": tables.jobs.table_name,
+            "IDEMPOTENCY_TABLE": tables.idempotency.table_name,
+            "REDIS_URL": redis.url,
+            "METRICS_NAMESPACE": "CloudIa",
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": "CloudIa",
+            "LOG_LEVEL": "INFO",
+            **resilience_env(config.resilience),
+        }
+        if redis.auth_secret is not None:
+            environment["REDIS_AUTH_SECRET_ARN"] = redis.auth_secret.secret_arn
+        if auth_secret is not None:
+            environment["AUTH_SECRET_ARN"] = auth_secret.secret_arn
+        else:
+            environment["AUTH_SECRET"] = config.local_auth_secret
+
+        self.functions: dict[str, lambda_.Function] = {}
+        for module, purpose in HANDLERS.items():
+            log_group = retained_log_group(self, f"{_pascal(module)}Logs", config)
+            self.functions[module] = lambda_.Function(
+                self, _pascal(module),
+                description=f"cloud-ia {purpose}",
+                runtime=RUNTIME,
+                architecture=ARCHITECTURE,
+                code=code,
+                handler=f"{module}.handler",
+                # API Gateway's integration limit is 29 s; every call inside has a smaller bound.
+                timeout=Duration.seconds(config.resilience.lambda_timeout_s),
+                memory_size=config.function_memory_mb,
+                # A cost cap and a bulkhead: a flood on one route cannot take every execution.
+                reserved_concurrent_executions=config.function_reserved_concurrency,
+                environment=environment,
+                log_group=log_group,
+                tracing=lambda_.Tracing.ACTIVE,
+                vpc=redis.vpc,
+                vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if redis.vpc else None,
+                security_groups=[redis.client_security_group] if redis.client_security_group else None,
+            )
+
+        for function in self.functions.values():
+            NagSuppressions.add_resource_suppressions(function, [
+                NagPackSuppression(id="AwsSolutions-IAM4", applies_to=[
+                    "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+                    "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"],
+                    reason="AWS's standard policies for writing the function's own logs and, in the VPC, "
+                           "managing its network interfaces; nothing else."),
+                NagPackSuppression(id="AwsSolutions-IAM5", applies_to=["Resource::*"],
+                    reason="X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions."),
+            ], apply_to_children=True)
+
+        # Least privilege: each function gets only what its route does.
+        f = self.functions
+        jobs.queue.grant_send_messages(f["send_message"])
+        tables.jobs.grant_read_write_data(f["send_message"])
+        tables.history.grant_write_data(f["send_message"])
+        tables.idempotency.grant_read_write_data(f["send_message"])
+        tables.history.grant_read_data(f["default"])
+        if auth_secret is not None:
+            auth_secret.grant_read(f["authorizer"])
+            auth_secret.grant_read(f["connect"])
+        if redis.auth_secret is not None:
+            for module in ("connect", "disconnect", "send_message", "default"):
+                redis.auth_secret.grant_read(f[module])
+
+    @property
+    def authorizer(self) -> lambda_.Function:
+        return self.functions["authorizer"]
+
+
+def _pascal(module: str) -> str:
+    return "".join(part.capitalize() for part in module.split("_"))
+

@@ -1,0 +1,86 @@
+"""API Gateway v2 WebSocket API: the routes, the token authorizer, stage throttling and access logs."""
+from __future__ import annotations
+
+import json
+
+from aws_cdk import aws_apigateway as apigw_v1
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.components.functions import ChatFunctions
+from stacks.components.log_groups import retained_log_group
+from stacks.config import AppConfig
+
+# Routes by the frame's `action` (architecture: client <-> backend protocol).
+ROUTE_SELECTION = "$request.body.action"
+MESSAGE_ROUTES = {"sendMessage": "send_message", "ping": "default", "history": "default", "resume": "default"}
+ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "connectionId": "$context.connectionId",
+    "routeKey": "$context.routeKey", "eventType": "$context.eventType", "status": "$context.status",
+    "ip": "$context.identity.sourceIp", "requestTime": "$context.requestTime",
+    "integrationLatency": "$context.integrationLatency", "error": "$context.error.message",
+    "authorizerError": "$context.authorizer.error",
+})
+
+
+class ChatWebSocketApi(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig,
+                 functions: ChatFunctions) -> None:
+        super().__init__(scope, construct_id)
+        f = functions.functions
+
+        def route(module: str, **extra) -> apigw.WebSocketRouteOptions:
+            # return_response: the handler's body is the caller's reply (queued, pong, error ...).
+            return apigw.WebSocketRouteOptions(
+                integration=integrations.WebSocketLambdaIntegration(f"{module}Integration", f[module]),
+                **extra)
+
+        self.api = apigw.WebSocketApi(
+            self, "Api",
+            description="cloud-ia chat",
+            route_selection_expression=ROUTE_SELECTION,
+            connect_route_options=route("connect", authorizer=authorizers.WebSocketLambdaAuthorizer(
+                "TokenAuthorizer", functions.authorizer, identity_source=["route.request.querystring.token"])),
+            disconnect_route_options=route("disconnect"),
+            default_route_options=route("default", return_response=True),
+        )
+        for route_key, module in MESSAGE_ROUTES.items():
+            self.api.add_route(route_key, integration=route(module).integration, return_response=True)
+
+        access_logs = retained_log_group(self, "AccessLogs", config)
+        self.stage = apigw.WebSocketStage(
+            self, "Stage",
+            web_socket_api=self.api,
+            stage_name=config.stage,
+            auto_deploy=True,
+            # Caps cost and protects the functions: above this API Gateway answers 429 itself.
+            throttle=apigw.ThrottleSettings(rate_limit=config.websocket_rate_limit,
+                                            burst_limit=config.websocket_burst_limit),
+        )
+        cfn_stage: apigw.CfnStage = self.stage.node.default_child
+        cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
+            destination_arn=access_logs.log_group_arn, format=ACCESS_LOG_FORMAT)
+        cfn_stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(
+            throttling_rate_limit=config.websocket_rate_limit,
+            throttling_burst_limit=config.websocket_burst_limit,
+            logging_level="ERROR", data_trace_enabled=False)
+        # API Gateway writes access logs with the account's CloudWatch role (one per account and region).
+        logs_role = iam.Role(
+            self, "CloudWatchRole",
+            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
+                "service-role/AmazonAPIGatewayPushToCloudWatchLogs")],
+        )
+        account_settings = apigw_v1.CfnAccount(self, "Account", cloud_watch_role_arn=logs_role.role_arn)
+        self.stage.node.add_dependency(account_settings)
+
+    @property
+    def management_endpoint(self) -> str:
+        """The `@connections` endpoint the worker posts answers to."""
+        return self.stage.callback_url
+
+    def grant_manage_connections(self, grantee: iam.IGrantable) -> None:
+        self.stage.grant_management_api_access(grantee)

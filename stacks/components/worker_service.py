@@ -1,0 +1,114 @@
+"""The ECS Fargate worker service built from `worker_image/`: autoscaled on the queue backlog, rolled
+back by the deployment circuit breaker, drained gracefully on SIGTERM."""
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from cloudia.settings import resilience_env
+from stacks.components.jobs_queue import JobsQueue
+from stacks.components.lambda_code import ROOT
+from stacks.components.log_groups import retained_log_group
+from stacks.components.redis_cache import RedisEndpoint
+from stacks.components.tables import ChatTables
+from stacks.components.websocket_api import ChatWebSocketApi
+from stacks.config import AppConfig
+
+# The image needs only the worker and the shared package; the rest of the repository stays out.
+IMAGE_EXCLUDE = ["*", "!cloudia", "!cloudia/**", "!worker_image", "!worker_image/**", "**/__pycache__"]
+METRICS_NAMESPACE = "CloudIa"
+
+
+class WorkerService(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, vpc: ec2.IVpc,
+                 jobs: JobsQueue, tables: ChatTables, redis: RedisEndpoint, api: ChatWebSocketApi) -> None:
+        super().__init__(scope, construct_id)
+        cluster = ecs.Cluster(self, "Cluster", vpc=vpc,
+                              container_insights_v2=ecs.ContainerInsights.ENABLED)
+        self.llm_api_key = secretsmanager.Secret(
+            self, "LlmApiKey", description="cloud-ia LLM provider API key (set the value after deploy)")
+
+        task = ecs.FargateTaskDefinition(
+            self, "Task",
+            cpu=config.worker_cpu,
+            memory_limit_mib=config.worker_memory_mb,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.ARM64,  # Graviton: cheaper per vCPU-hour
+                operating_system_family=ecs.OperatingSystemFamily.LINUX),
+        )
+        environment = {
+            "JOBS_QUEUE_URL": jobs.queue.queue_url,
+            "JOBS_DLQ_URL": jobs.dlq.queue_url,
+            "HISTORY_TABLE": tables.history.table_name,
+            "JOBS_TABLE": tables.jobs.table_name,
+            "IDEMPOTENCY_TABLE": tables.idempotency.table_name,
+            "REDIS_URL": redis.url,
+            "WS_MANAGEMENT_ENDPOINT": api.management_endpoint,
+            "LLM_PROVIDER": config.llm_provider,
+            "LLM_MODEL": config.llm_model,
+            "LLM_API_KEY_SECRET_ARN": self.llm_api_key.secret_arn,
+            "METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_SERVICE_NAME": "worker",
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "LOG_LEVEL": "INFO",
+            **resilience_env(config.resilience),
+        }
+        if redis.auth_secret is not None:
+            environment["REDIS_AUTH_SECRET_ARN"] = redis.auth_secret.secret_arn
+        task.add_container(
+            "Worker",
+            image=ecs.ContainerImage.from_asset(
+                str(ROOT), file="worker_image/Dockerfile", exclude=IMAGE_EXCLUDE,
+                platform=ecr_assets.Platform.LINUX_ARM64),
+            environment=environment,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="worker",
+                                            log_group=retained_log_group(self, "Logs", config)),
+            # ECS sends SIGTERM, waits this long, then SIGKILL: above the worker's own drain bound.
+            stop_timeout=Duration.seconds(config.worker_stop_timeout_s),
+            health_check=ecs.HealthCheck(command=["CMD", "python", "-m", "worker.healthcheck"],
+                                         interval=Duration.seconds(30), retries=3,
+                                         start_period=Duration.seconds(30)),
+            readonly_root_filesystem=False,
+        )
+        self.service = ecs.FargateService(
+            self, "Service",
+            cluster=cluster,
+            task_definition=task,
+            desired_count=config.worker_min_tasks,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[redis.client_security_group] if redis.client_security_group else None,
+            # A deployment whose tasks keep failing rolls back by itself.
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            enable_execute_command=False,
+        )
+        jobs.queue.grant_consume_messages(task.task_role)
+        jobs.dlq.grant_send_messages(task.task_role)  # permanent failures go to the DLQ at once
+        tables.history.grant_read_write_data(task.task_role)
+        tables.jobs.grant_read_write_data(task.task_role)
+        self.llm_api_key.grant_read(task.task_role)
+        if redis.auth_secret is not None:
+            redis.auth_secret.grant_read(task.task_role)
+        api.grant_manage_connections(task.task_role)
+
+        # Scale on the backlog: one more task per `worker_scale_out_backlog` waiting jobs.
+        scaling = self.service.auto_scale_task_count(min_capacity=config.worker_min_tasks,
+                                                     max_capacity=config.worker_max_tasks)
+        step = config.worker_scale_out_backlog
+        scaling.scale_on_metric(
+            "ScaleOnBacklog",
+            metric=jobs.queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1)),
+            scaling_steps=[
+                autoscaling.ScalingInterval(upper=0, change=-1),
+                autoscaling.ScalingInterval(lower=step, change=+1),
+                autoscaling.ScalingInterval(lower=step * 4, change=+2),
+            ],
+            adjustment_type=autoscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.minutes(2),
+        )

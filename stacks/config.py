@@ -1,0 +1,124 @@
+"""One typed, frozen configuration, built once in `app.py` from `cdk.json` context and passed down.
+
+No stack or construct reads context or the environment itself.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from cloudia.settings import Resilience, resilience_from
+
+TARGETS = ("aws", "local")
+STAGES = ("dev", "prod")
+
+
+class ConfigError(ValueError):
+    """A context value that cannot build a working deployment; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    target: str
+    stage: str
+    resilience: Resilience = field(default_factory=Resilience)
+    # FinOps: a monthly AWS Budgets budget with notifications at 80 % (forecast) and 100 % (actual).
+    monthly_budget_usd: int = 50
+    alarm_email: str = ""
+    # Reserved concurrency per function: a hard cost cap and a bulkhead between routes.
+    function_reserved_concurrency: int = 10
+    function_memory_mb: int = 256
+    log_retention_days: int = 30
+    # WebSocket stage throttling (requests per second, burst).
+    websocket_rate_limit: int = 50
+    websocket_burst_limit: int = 100
+    # Worker service (aws target): Fargate size and the autoscaling range.
+    worker_cpu: int = 512
+    worker_memory_mb: int = 1024
+    worker_min_tasks: int = 1
+    worker_max_tasks: int = 4
+    # Backlog per step of the worker's step scaling on visible messages.
+    worker_scale_out_backlog: int = 50
+    # Alarm when the oldest job waits longer than this.
+    oldest_message_alarm_s: int = 300
+    max_azs: int = 2
+    llm_provider: str = "openai"
+    llm_model: str = "gpt-4o-mini"
+    # Signing secret for connection tokens in the local target only (on AWS it is generated in
+    # Secrets Manager and never appears in a template).
+    local_auth_secret: str = "local-dev-signing-secret"
+    local_redis_url: str = "redis://localhost:6379/0"
+    local_ws_management_endpoint: str = "http://localhost:8080"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r} (cdk -c target=aws|local)")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r} (cdk -c stage=dev|prod)")
+        if self.resilience.max_receives < 1:
+            raise ConfigError("resilience.max_receives must be at least 1")
+        if self.worker_shutdown_grace_s_too_short:
+            raise ConfigError(
+                f"resilience.worker_shutdown_grace_s ({self.resilience.worker_shutdown_grace_s}) must cover "
+                f"the longest job ({self.job_deadline_s} s) so a draining worker can finish what it holds")
+
+    @property
+    def is_aws(self) -> bool:
+        return self.target == "aws"
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+    @property
+    def job_deadline_s(self) -> int:
+        """The longest one job can take in the worker: the primary LLM call and the fallback's, each
+        bounded by the LLM timeout, plus ~5 s for Redis, DynamoDB and the push, each bounded too."""
+        return math.ceil(2 * self.resilience.llm_timeout_s + 5)
+
+    @property
+    def worker_shutdown_grace_s_too_short(self) -> bool:
+        return self.resilience.worker_shutdown_grace_s < self.job_deadline_s
+
+    @property
+    def jobs_visibility_timeout_s(self) -> int:
+        """Twice the longest job: a message never reappears while a healthy worker still holds it,
+        yet one whose worker died comes back within about a minute."""
+        return 2 * self.job_deadline_s
+
+    @property
+    def worker_stop_timeout_s(self) -> int:
+        """ECS waits this long after SIGTERM before SIGKILL: above the worker's own drain bound."""
+        return min(120, math.ceil(self.resilience.worker_shutdown_grace_s) + 10)
+
+    @property
+    def nat_gateways(self) -> int:
+        """One NAT gateway in dev (~32 USD a month each); one per AZ in prod, so losing an AZ does not
+        cut the worker off from the LLM API."""
+        return self.max_azs if self.is_prod else 1
+
+    def stack_name(self, part: str) -> str:
+        return f"cloudia-{self.target}-{self.stage}-{part}"
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> "AppConfig":
+        """Build from `cdk.json` context (`-c key=value` overrides arrive as strings)."""
+        known = {f for f in cls.__dataclass_fields__ if f != "resilience"}
+        settings = context.get("settings", {})
+        resilience = context.get("resilience", {})
+        for section, values, allowed in (("settings", settings, known),
+                                         ("resilience", resilience, set(Resilience.__dataclass_fields__))):
+            unknown = set(values) - allowed
+            if unknown:
+                raise ConfigError(f"unknown keys in cdk.json context {section!r}: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name in known:
+            raw = context.get(name, settings.get(name))
+            if raw is None:
+                continue
+            kwargs[name] = int(raw) if isinstance(cls.__dataclass_fields__[name].default, int) else str(raw)
+        try:
+            return cls(resilience=resilience_from(resilience), **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"incomplete cdk.json context: {exc}") from None
