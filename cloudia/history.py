@@ -38,7 +38,7 @@ class HistoryStore:
             TableName=self._table,
             Item={
                 HISTORY_PARTITION_KEY: {"S": conversation_key(user_id, conversation_id)},
-                HISTORY_SORT_KEY: {"S": f"{at:013d}#{job_id}#{role}"},
+                HISTORY_SORT_KEY: {"S": _sort_key(at, job_id, role)},
                 "jobId": {"S": job_id},
                 "role": {"S": role},
                 "message": {"S": message},
@@ -47,6 +47,16 @@ class HistoryStore:
             },
         )
         return Entry(job_id, role, message, at)
+
+    def remove(self, user_id: str, conversation_id: str, entry: Entry) -> None:
+        """Take back an entry whose work never started (its job could not be queued)."""
+        self._db.delete_item(
+            TableName=self._table,
+            Key={
+                HISTORY_PARTITION_KEY: {"S": conversation_key(user_id, conversation_id)},
+                HISTORY_SORT_KEY: {"S": _sort_key(entry.created_at_ms, entry.job_id, entry.role)},
+            },
+        )
 
     def since(self, user_id: str, conversation_id: str, since_ms: int = 0, limit: int = 100) -> list[Entry]:
         """Entries after `since_ms`, oldest first."""
@@ -73,6 +83,10 @@ class HistoryStore:
             Limit=count,
         )
         return [_entry(item) for item in reversed(response.get("Items", []))]
+
+
+def _sort_key(created_at_ms: int, job_id: str, role: str) -> str:
+    return f"{created_at_ms:013d}#{job_id}#{role}"
 
 
 def _entry(item: dict) -> Entry:

@@ -41,5 +41,18 @@ def pong() -> dict[str, Any]:
     return event("pong")
 
 
+def connected(user_id: str) -> dict[str, Any]:
+    return event("connected", userId=user_id)
+
+
+def disconnected() -> dict[str, Any]:
+    return event("disconnected")
+
+
+def history(conversation_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The entries of a conversation since a point (`resume`), oldest first, each `Entry.as_frame()`."""
+    return {"event": "history", "conversationId": conversation_id, "messages": messages}
+
+
 def dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,219 @@
+"""What the WebSocket functions do, free of Lambda event shapes: register connections, answer a
+heartbeat, accept a user's message as a job exactly once, and replay a conversation since a point.
+
+`ChatService.from_settings` builds every dependency from `Settings` with the architecture's
+timeouts (Redis 500 ms, DynamoDB 1 s, SQS bounded); `service()` does it once per process.
+"""
+from __future__ import annotations
+
+import functools
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+from cloudia import aws, redis_client
+from cloudia.connections import ConnectionRegistry
+from cloudia.frames import History, SendMessage
+from cloudia.history import USER, Entry, HistoryStore
+from cloudia.jobs import FAILED, Job, JobStore, now_ms
+from cloudia.limits import UsageLimits, estimate_tokens
+from cloudia.schema import IDEMPOTENCY_PARTITION_KEY, IDEMPOTENCY_TTL_ATTRIBUTE
+from cloudia.settings import Settings
+
+logger = Logger(child=True)
+
+# The idempotency key: a user's own message id. A resend with the same id but another text or
+# conversation is refused rather than silently answered with the first job.
+IDEMPOTENCY_KEY_JMESPATH = "[userId, clientMessageId]"
+IDEMPOTENCY_PAYLOAD_JMESPATH = "[conversationId, message]"
+# One key space whichever function accepts the message (the key would otherwise carry its name).
+IDEMPOTENCY_KEY_PREFIX = "sendMessage"
+HISTORY_PAGE_SIZE = 100
+
+
+class NotConnected(Exception):
+    """The connection is unknown (never registered, or its registration expired)."""
+
+    reason = "unauthenticated"
+
+
+class EnqueueFailed(Exception):
+    reason = "enqueue_failed"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    client_message_id: str
+    conversation_id: str
+    # True when this is a resend answered from the idempotency record, not a new job.
+    replayed: bool = False
+
+
+def _mark_replayed(response: dict[str, Any], _record) -> dict[str, Any]:
+    return {**response, "replayed": True}
+
+
+class ChatService:
+    def __init__(self, settings: Settings, redis, dynamodb, sqs):
+        resilience = settings.resilience
+        self.settings = settings
+        self.connections = ConnectionRegistry(redis, resilience.connection_ttl_s)
+        self.history = HistoryStore(dynamodb, settings.history_table, resilience)
+        self.jobs = JobStore(dynamodb, settings.jobs_table, resilience)
+        self.limits = UsageLimits(redis, resilience.rate_limit_per_minute, resilience.daily_token_budget)
+        self._sqs = sqs
+        self._idempotency = IdempotencyConfig(
+            event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH,
+            payload_validation_jmespath=IDEMPOTENCY_PAYLOAD_JMESPATH,
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=resilience.idempotency_ttl_s,
+            response_hook=_mark_replayed,
+        )
+        persistence = DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table,
+            key_attr=IDEMPOTENCY_PARTITION_KEY,
+            expiry_attr=IDEMPOTENCY_TTL_ATTRIBUTE,
+            boto3_client=dynamodb,  # carries the 1 s timeout and bounded retries
+        )
+        # Powertools deletes the record when `_accept` raises, so a failure is never replayed.
+        self._accept_once = idempotent_function(
+            self._accept,
+            data_keyword_argument="request",
+            persistence_store=persistence,
+            config=self._idempotency,
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ChatService":
+        resilience = settings.resilience
+        return cls(settings, redis_client.client(settings), aws.dynamodb(resilience), aws.sqs(resilience))
+
+    def bind_invocation(self, lambda_context) -> None:
+        """Lets idempotency expire an in-progress record when this invocation would time out."""
+        self._idempotency.register_lambda_context(lambda_context)
+
+    # Connections
+    def connect(self, connection_id: str, user_id: str) -> None:
+        self.connections.register(connection_id, user_id)
+
+    def disconnect(self, connection_id: str) -> None:
+        self.connections.unregister(connection_id)
+
+    def current_user(self, connection_id: str, authorized_user: str | None = None) -> str:
+        """The connection's user. On AWS the authorizer's user rides on every event: a connection
+        whose registration expired is registered again so answers still find it."""
+        user_id = self.connections.user_of(connection_id)
+        if authorized_user and user_id != authorized_user:
+            self.connections.register(connection_id, authorized_user)
+            return authorized_user
+        if user_id is None:
+            raise NotConnected("this connection is not registered (expired or unknown): reconnect")
+        return user_id
+
+    def heartbeat(self, connection_id: str, authorized_user: str | None = None) -> str:
+        """Renew the connection's TTL (the client's periodic ping); the user id."""
+        user_id = self.connections.refresh(connection_id)
+        if user_id is None:
+            if not authorized_user:
+                raise NotConnected("this connection is not registered (expired or unknown): reconnect")
+            self.connections.register(connection_id, authorized_user)
+            user_id = authorized_user
+        return user_id
+
+    # Messages
+    def send_message(self, user_id: str, frame: SendMessage) -> Accepted:
+        """Accept the message once per (user, clientMessageId); a resend gets the same job back."""
+        result = self._accept_once(request={
+            "userId": user_id,
+            "conversationId": frame.conversation_id,
+            "clientMessageId": frame.client_message_id,
+            "message": frame.message,
+        })
+        return Accepted(
+            job_id=result["jobId"],
+            client_message_id=result["clientMessageId"],
+            conversation_id=result["conversationId"],
+            replayed=bool(result.get("replayed")),
+        )
+
+    def _accept(self, request: dict[str, str]) -> dict[str, str]:
+        user_id = request["userId"]
+        tokens = estimate_tokens(request["message"])
+        self.limits.admit(user_id, tokens)
+        job = Job(
+            job_id=f"job-{uuid.uuid4().hex}",
+            user_id=user_id,
+            conversation_id=request["conversationId"],
+            client_message_id=request["clientMessageId"],
+            message=request["message"],
+            created_at_ms=now_ms(),
+        )
+        entry: Entry | None = None
+        created = False
+        try:
+            entry = self.history.append(user_id, job.conversation_id, job.job_id, USER, job.message,
+                                        job.created_at_ms)
+            created = self.jobs.create(job)
+            self._enqueue(job)
+        except Exception as exc:
+            self._take_back(job, entry, created, tokens, exc)
+            raise
+        return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
+                "conversationId": job.conversation_id}
+
+    def _enqueue(self, job: Job) -> None:
+        try:
+            self._sqs.send_message(
+                QueueUrl=self.settings.jobs_queue_url,
+                MessageBody=job.to_json(),
+                MessageAttributes={"jobId": {"DataType": "String", "StringValue": job.job_id}},
+            )
+        except Exception as exc:
+            raise EnqueueFailed("the message could not be queued: please send it again") from exc
+
+    def _take_back(self, job: Job, entry: Entry | None, created: bool, tokens: int, cause: Exception) -> None:
+        """Undo what was written for a job that never reached the queue, best effort: the job is
+        marked failed (a final state, never half-written), the user's entry leaves the history (a
+        resend writes it again) and the tokens go back to the budget."""
+        logger.warning("job not queued, taking it back", extra={"jobId": job.job_id, "cause": repr(cause)})
+        undo = []
+        if created:
+            undo.append(lambda: self.jobs.finish(job.job_id, FAILED, f"not queued: {cause}"[:500]))
+        if entry is not None:
+            undo.append(lambda: self.history.remove(job.user_id, job.conversation_id, entry))
+        undo.append(lambda: self.limits.refund_tokens(job.user_id, tokens))
+        for step in undo:
+            try:
+                step()
+            except Exception:
+                logger.exception("could not undo part of a job that was not queued", extra={"jobId": job.job_id})
+
+    # History
+    def history_since(self, user_id: str, frame: History) -> list[Entry]:
+        return self.history.since(user_id, frame.conversation_id, frame.since, limit=HISTORY_PAGE_SIZE)
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings, read from the environment once (a Lambda cold start)."""
+    return Settings.from_env()
+
+
+@functools.lru_cache(maxsize=1)
+def service() -> ChatService:
+    return ChatService.from_settings(settings())
+
+
+def reload() -> None:
+    """Forget the settings and service read so far, as a new cold start would (tests, local runs)."""
+    service.cache_clear()
+    settings.cache_clear()

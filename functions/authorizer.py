@@ -1,0 +1,43 @@
+"""`$connect` REQUEST authorizer (AWS): allow a caller whose `token` query parameter is a valid,
+unexpired token, with the user id in the authorizer context for every later event."""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cloudia import auth, chat, ws_events
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=ws_events.metrics_namespace())
+
+# What API Gateway expects from an authorizer to answer 401 (any other exception is a 500).
+UNAUTHORIZED = "Unauthorized"
+
+
+def allow_policy(user_id: str, method_arn: str) -> dict:
+    return {
+        "principalId": user_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": method_arn}],
+        },
+        "context": {"userId": user_id},
+    }
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event, context):
+    logger.append_keys(connectionId=ws_events.connection_id(event))
+    secret = auth.signing_secret(chat.settings())
+    try:
+        user_id = auth.verify_token(ws_events.query_parameter(event, "token"), secret)
+    except auth.AuthError as exc:
+        logger.info("connection refused", extra={"reason": exc.reason})
+        metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
+        raise Exception(UNAUTHORIZED) from None
+    logger.append_keys(userId=user_id)
+    metrics.add_metric(name="ConnectionsAuthorized", unit=MetricUnit.Count, value=1)
+    return allow_policy(user_id, event["methodArn"])

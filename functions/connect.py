@@ -1,0 +1,36 @@
+"""`$connect`: authenticate the caller and register connectionId <-> user in Redis with a TTL.
+
+On AWS the authorizer has already checked the token and passes the user; the local gateway has no
+authorizer, so the same token check runs here. A refused caller gets 401 and the connection closes.
+"""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cloudia import auth, chat, protocol, ws_events
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=ws_events.metrics_namespace())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event, context):
+    try:
+        connection_id = ws_events.require_connection_id(event)
+        logger.append_keys(connectionId=connection_id)
+        service = chat.service()
+        user_id = ws_events.authorized_user(event) or auth.verify_token(
+            ws_events.query_parameter(event, "token"), auth.signing_secret(service.settings)
+        )
+        logger.append_keys(userId=user_id)
+        service.connect(connection_id, user_id)
+    except Exception as exc:
+        refused = ws_events.failure(exc, logger)
+        metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
+        return refused.response()
+    metrics.add_metric(name="ConnectionsOpened", unit=MetricUnit.Count, value=1)
+    return ws_events.respond(200, protocol.connected(user_id))

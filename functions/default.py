@@ -1,0 +1,47 @@
+"""Routes `ping`, `history` (alias `resume`) and `$default`.
+
+`ping` renews the connection's TTL and answers `pong`; `history` answers the conversation's entries
+since a point, so a client that reconnects loses no answer; any other frame gets an `error` event
+that says why.
+"""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+import send_message
+from cloudia import chat, protocol, ws_events
+from cloudia.frames import History, Ping, SendMessage, parse_frame
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=ws_events.metrics_namespace())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event, context):
+    try:
+        connection_id = ws_events.require_connection_id(event)
+        logger.append_keys(connectionId=connection_id)
+        service = chat.service()
+        frame = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
+        if isinstance(frame, SendMessage):
+            return send_message.accept(event, context, frame)
+        if isinstance(frame, Ping):
+            service.heartbeat(connection_id, ws_events.authorized_user(event))
+            metrics.add_metric(name="Heartbeats", unit=MetricUnit.Count, value=1)
+            return ws_events.respond(200, protocol.pong())
+        return _history(service, connection_id, event, frame)
+    except Exception as exc:
+        refused = ws_events.failure(exc, logger)
+        metrics.add_metric(name="FramesRejected", unit=MetricUnit.Count, value=1)
+        return refused.response()
+
+
+def _history(service: chat.ChatService, connection_id: str, event, frame: History) -> dict:
+    user_id = service.current_user(connection_id, ws_events.authorized_user(event))
+    entries = service.history_since(user_id, frame)
+    metrics.add_metric(name="HistoryRequests", unit=MetricUnit.Count, value=1)
+    return ws_events.respond(200, protocol.history(frame.conversation_id, [e.as_frame() for e in entries]))

@@ -1,0 +1,60 @@
+"""Route `sendMessage`: validate the frame, accept it once per clientMessageId within the user's
+rate limit and daily budget, store it, queue the job and answer `queued` with its jobId."""
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from cloudia import chat, protocol, ws_events
+from cloudia.frames import FrameError, SendMessage, parse_frame
+from cloudia.limits import BudgetExceeded
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=ws_events.metrics_namespace())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event, context):
+    return accept(event, context)
+
+
+def accept(event, context, frame: SendMessage | None = None) -> dict:
+    """The route's work, also used by the default route when a sendMessage frame reaches it."""
+    try:
+        connection_id = ws_events.require_connection_id(event)
+        logger.append_keys(connectionId=connection_id)
+        service = chat.service()
+        service.bind_invocation(context)
+        if frame is None:
+            parsed = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
+            if not isinstance(parsed, SendMessage):
+                raise FrameError("unexpected_action", "this route takes sendMessage frames only")
+            frame = parsed
+        logger.append_keys(clientMessageId=frame.client_message_id)
+        user_id = service.current_user(connection_id, ws_events.authorized_user(event))
+        logger.append_keys(userId=user_id)
+        accepted = service.send_message(user_id, frame)
+    except Exception as exc:
+        refused = ws_events.failure(exc, logger)
+        _count_rejection(refused.reason, budget=isinstance(exc, BudgetExceeded))
+        return refused.response()
+    logger.append_keys(jobId=accepted.job_id)
+    if accepted.replayed:
+        logger.info("resend answered with the job already queued")
+        metrics.add_metric(name="MessagesResent", unit=MetricUnit.Count, value=1)
+    else:
+        logger.info("message queued")
+        metrics.add_metric(name="MessagesAccepted", unit=MetricUnit.Count, value=1)
+    return ws_events.respond(200, protocol.queued(accepted.job_id, accepted.client_message_id))
+
+
+def _count_rejection(reason: str, budget: bool) -> None:
+    # Its own EMF record, so the `reason` dimension does not spread to the invocation's other metrics.
+    with single_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1,
+                       namespace=metrics.namespace, default_dimensions={"reason": reason}):
+        pass
+    if budget:
+        metrics.add_metric(name="BudgetRefusals", unit=MetricUnit.Count, value=1)
