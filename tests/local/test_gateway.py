@@ -251,3 +251,34 @@ def test_a_dead_connection_is_found_by_the_heartbeat_and_cleaned_up(recorder):
     finally:
         server.stop()
     assert recorder.of_route("$disconnect")[0]["requestContext"]["disconnectReason"] == "Connection lost"
+
+
+def test_dev_token_is_signed_with_the_deployments_secret(recorder):
+    import urllib.error
+    import urllib.request
+
+    from cloudia import auth
+
+    # GIVEN a gateway for a deployment with its own signing secret
+    server = GatewayThread(recorder.handlers(), env={"AUTH_SECRET": "a-local-signing-secret-of-32-bytes!"}).start()
+    try:
+        # WHEN the page asks for a token for alice THEN it verifies as alice's with that secret
+        with urllib.request.urlopen(f"{server.http}/dev/token?user=alice", timeout=5) as response:
+            token = json.load(response)["token"]
+        assert auth.verify_token(token, "a-local-signing-secret-of-32-bytes!") == "alice"
+        # AND a user id that cannot be one is refused with a reason
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.http}/dev/token?user=a%20b", timeout=5)
+        assert refused.value.code == 400
+    finally:
+        server.stop()
+
+
+def test_the_chat_page_and_its_assets_are_served(gateway):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{gateway.http}/", timeout=5) as response:
+        page = response.read().decode()
+    assert "/static/app.js" in page
+    with urllib.request.urlopen(f"{gateway.http}/static/app.js", timeout=5) as response:
+        assert "sendMessage" in response.read().decode()

@@ -1,0 +1,425 @@
+"""`make up`: the whole system on this machine, in the foreground, stopped cleanly on Ctrl-C/SIGTERM.
+
+Steps, each printed as it goes: the AWS emulator on :4566 (reused if something answers there), Redis
+on :6379 (reused likewise), `cdklocal` deploy of the `local` target, discovery of the deployed
+names, then the fake LLM, the local WebSocket gateway and the worker as child processes. A failing
+step says what failed and how to fix it, and exits non-zero. Every port can be overridden (flags or
+environment), so tests run the same code on free ports.
+
+    python -m local_runtime.up [--gateway-port 8080] [--emulator-port 4566] [--redis-port 6379] [--llm-port 8089]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = "local"
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+# The local signing secret for connection tokens when the deployment does not provide one.
+LOCAL_AUTH_SECRET = "local-dev-signing-secret-not-for-aws"
+FAKE_LLM_API_KEY = "local-fake"
+
+
+class StepFailed(Exception):
+    """A step could not be done; `fix` tells the person what to do about it."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int = 8080
+    emulator: int = 4566
+    redis: int = 6379
+    llm: int = 8089
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def detail(message: str) -> None:
+    print(f"    {message}", flush=True)
+
+
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalStack:
+    """What this run started, stopped in reverse order (anything reused is left alone)."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab", buffering=0)
+        proc = subprocess.Popen(argv, env=dict(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        return child
+
+    def dead_child(self) -> Child | None:
+        return next((c for c in self.children if c.proc.poll() is not None), None)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                detail(f"stopping {child.name} (pid {child.proc.pid})")
+                child.proc.terminate()
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(timeout=5)
+        self.children.clear()
+        for name, stop in reversed(self.stoppers):
+            detail(f"stopping {name}")
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                detail(f"could not stop {name}: {exc}")
+        self.stoppers.clear()
+
+
+def python_env(extra_paths: list[Path]) -> dict[str, str]:
+    paths = [str(p) for p in extra_paths] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
+def services_env(runtime_env: Mapping[str, str], ports: Ports, aws_endpoint: str | None = None,
+                 gateway_url: str = "", llm_url: str = "") -> dict[str, str]:
+    """The deployment's environment plus what differs locally: Redis, the gateway, the fake LLM."""
+    env = dict(runtime_env)
+    env.setdefault("REDIS_URL", f"redis://localhost:{ports.redis}/0")
+    env["WS_MANAGEMENT_ENDPOINT"] = gateway_url or f"http://localhost:{ports.gateway}"
+    llm_url = llm_url or f"http://localhost:{ports.llm}"
+    real_key = os.environ.get("LLM_API_KEY", "")
+    if real_key and real_key != FAKE_LLM_API_KEY:
+        # A real provider when the person gives a key (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL optional).
+        env.update({k: os.environ[k] for k in ("LLM_PROVIDER", "LLM_BASE_URL", "LLM_MODEL") if k in os.environ})
+        env["LLM_API_KEY"] = real_key
+        env.setdefault("LLM_PROVIDER", "openai")
+    else:
+        # The worker's real OpenAI provider against the fake LLM: only the base URL differs from AWS.
+        env.update({"LLM_PROVIDER": "openai", "LLM_BASE_URL": f"{llm_url}/v1",
+                    "LLM_API_KEY": FAKE_LLM_API_KEY})
+    if not env.get("AUTH_SECRET") and not env.get("AUTH_SECRET_ARN"):
+        env["AUTH_SECRET"] = LOCAL_AUTH_SECRET
+    if aws_endpoint:
+        env.update({
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID", "test"),
+            "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "test"),
+            "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "AWS_REGION": env.get("AWS_REGION", "us-east-1"),
+        })
+    return env
+
+
+def child_env(env: Mapping[str, str], *paths: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    return {**base, **env, **python_env(list(paths))}
+
+
+def start_fake_llm(stack: LocalStack, ports: Ports) -> str:
+    url = f"http://localhost:{ports.llm}"
+    if port_answers(ports.llm):
+        raise StepFailed(f"port {ports.llm} is already in use, so the fake LLM cannot start there",
+                         f"stop what listens on {ports.llm} or choose another port with --llm-port")
+    child = stack.spawn("fake-llm", [sys.executable, "-m", "local_runtime.fake_llm", "--port", str(ports.llm)],
+                        child_env({}, ROOT))
+    if not wait_until(lambda: http_ok(f"{url}/_faults"), READY_TIMEOUT_S, child.proc):
+        raise StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
+    return url
+
+
+def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra_args: list[str] = ()) -> str:
+    url = f"http://localhost:{ports.gateway}"
+    if port_answers(ports.gateway):
+        raise StepFailed(f"port {ports.gateway} is already in use, so the gateway cannot start there",
+                         f"stop what listens on {ports.gateway} or choose another port with --gateway-port")
+    child = stack.spawn("gateway", [sys.executable, "-m", "local_runtime.gateway", "--port", str(ports.gateway),
+                                    *extra_args], child_env(env, ROOT / "functions", ROOT))
+    if not wait_until(lambda: http_ok(f"{url}/healthz"), READY_TIMEOUT_S, child.proc):
+        raise StepFailed(f"the gateway did not start:\n{child.tail()}", f"see {child.log_path}")
+    return url
+
+
+def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
+    child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env, ROOT / "worker_image", ROOT))
+    # The worker has no port: alive after a moment means it read its settings and started polling.
+    time.sleep(1.0)
+    if child.proc.poll() is not None:
+        raise StepFailed(f"the worker exited at start:\n{child.tail()}", f"see {child.log_path}")
+    return child
+
+
+def start_services(stack: LocalStack, runtime_env: Mapping[str, str], ports: Ports,
+                   aws_endpoint: str | None = None, gateway_args: list[str] = (),
+                   gateway_url: str = "", llm_url: str = "") -> dict[str, str]:
+    """Fake LLM, gateway and worker for a deployment whose functions run with `runtime_env`."""
+    env = services_env(runtime_env, ports, aws_endpoint, gateway_url, llm_url)
+    step(f"starting the fake LLM on :{ports.llm}")
+    start_fake_llm(stack, ports)
+    step(f"starting the local WebSocket gateway on :{ports.gateway}")
+    start_gateway(stack, env, ports, list(gateway_args))
+    step("starting the worker")
+    start_worker(stack, env)
+    return env
+
+
+def ensure_redis(stack: LocalStack, port: int) -> str:
+    url = f"redis://localhost:{port}/0"
+    if port_answers(port):
+        detail(f"reusing the Redis already on :{port}")
+        return url
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise StepFailed("redis-server is not installed",
+                         "install it: `sudo apt-get install redis-server` (Debian/Ubuntu) or "
+                         "`brew install redis` (macOS), or run Redis on :%d yourself" % port)
+    data_dir = tempfile.mkdtemp(prefix="cloudia-redis-")
+    child = stack.spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", data_dir], os.environ)
+    if not wait_until(lambda: port_answers(port), 10, child.proc):
+        raise StepFailed(f"redis-server did not start:\n{child.tail()}", f"see {child.log_path}")
+    # Redis outlives the services that use it: stop it last.
+    stack.children.remove(child)
+    stack.stoppers.append(("redis", lambda: (child.proc.terminate(), child.proc.wait(timeout=10))))
+    return url
+
+
+def ensure_emulator(stack: LocalStack, port: int) -> str:
+    try:
+        from local_runtime import emulator
+    except ImportError as exc:
+        raise StepFailed(f"the emulator module is missing ({exc})", "update your clone: `git pull`") from exc
+    reused = port_answers(port)
+    try:
+        endpoint, stop = emulator.ensure_emulator(port=port)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the step's failure
+        raise StepFailed(f"the AWS emulator did not start on :{port}: {exc}",
+                         "run `make deps` (installs moto[server]) or start LocalStack on that port") from exc
+    detail(f"{'reusing the emulator already on' if reused else 'started moto server on'} :{port}")
+    stack.stoppers.append(("the AWS emulator", stop))
+    return endpoint
+
+
+def deploy(endpoint: str) -> dict[str, str]:
+    from local_runtime import discovery, emulator
+
+    try:
+        emulator.deploy_local(endpoint, STAGE)
+    except Exception as exc:  # noqa: BLE001
+        raise StepFailed(f"cdklocal deploy to {endpoint} failed: {exc}",
+                         "run `make deps` (installs the CDK CLI and cdklocal), then `make up` again; "
+                         "`npx cdklocal deploy` shows the full error") from exc
+    try:
+        return discovery.runtime_environment(endpoint, STAGE)
+    except Exception as exc:  # noqa: BLE001
+        raise StepFailed(f"cannot read the deployed stacks from {endpoint}: {exc}",
+                         "the deploy may have been partial: run `make up` again") from exc
+
+
+def print_table(ports: Ports, endpoint: str, redis_url: str, log_dir: Path, ready_s: float) -> None:
+    rows = [
+        ("web chat page", f"http://localhost:{ports.gateway}/"),
+        ("WebSocket (API Gateway event shape)", f"ws://localhost:{ports.gateway}/ws?token=TOKEN"),
+        ("management API (@connections)", f"http://localhost:{ports.gateway}/@connections/{{connectionId}}"),
+        ("a local-only token for user U", f"GET http://localhost:{ports.gateway}/dev/token?user=U"),
+        ("AWS emulator", endpoint),
+        ("Redis", redis_url.removeprefix("redis://").removesuffix("/0")),
+        ("fake LLM (OpenAI-compatible)", f"http://localhost:{ports.llm}/v1"),
+        ("fault injection", f"POST http://localhost:{ports.llm}/_faults  {{\"down\": true}}"),
+        ("logs", str(log_dir)),
+    ]
+    width = max(len(what) for what, _ in rows)
+    print(f"\ncloud-ia is up in {ready_s:.1f} s:\n", flush=True)
+    for what, where in rows:
+        print(f"  {what.ljust(width)}  {where}")
+    print("\nOpen the page and chat. Ctrl-C stops everything this command started.\n", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(description="Run cloud-ia locally (the `make up` target).")
+    parser.add_argument("--gateway-port", type=int, default=int(env.get("GATEWAY_PORT", 8080)))
+    parser.add_argument("--emulator-port", type=int, default=int(env.get("EMULATOR_PORT", 4566)))
+    parser.add_argument("--redis-port", type=int, default=int(env.get("REDIS_PORT", 6379)))
+    parser.add_argument("--llm-port", type=int, default=int(env.get("FAKE_LLM_PORT", 8089)))
+    parser.add_argument("--log-dir", default=env.get("CLOUDIA_LOG_DIR", str(ROOT / ".local" / "logs")))
+    # docker-compose runs one role per container against services it does not start itself.
+    parser.add_argument("--role", choices=ROLES, default=env.get("CLOUDIA_ROLE", "all"),
+                        help="all (default): everything; deploy: deploy and exit; gateway, worker, fake-llm: "
+                             "run only that one in the foreground against an existing deployment")
+    parser.add_argument("--emulator-endpoint", default=env.get("EMULATOR_ENDPOINT", ""),
+                        help="use this AWS emulator instead of starting or reusing one on --emulator-port")
+    parser.add_argument("--redis-url", default=env.get("CLOUDIA_REDIS_URL", ""),
+                        help="use this Redis instead of starting or reusing one on --redis-port")
+    parser.add_argument("--gateway-url", default=env.get("CLOUDIA_GATEWAY_URL", ""),
+                        help="where the worker finds the gateway's @connections API (default localhost)")
+    parser.add_argument("--llm-url", default=env.get("CLOUDIA_FAKE_LLM_URL", ""),
+                        help="where the worker finds the fake LLM (default localhost)")
+    return parser.parse_args(argv)
+
+
+ROLES = ("all", "deploy", "gateway", "worker", "fake-llm")
+
+
+def run_role(args: argparse.Namespace, ports: Ports) -> int:
+    """One service in the foreground (a container's main process), against an existing deployment."""
+    if args.role == "fake-llm":
+        os.execv(sys.executable, [sys.executable, "-m", "local_runtime.fake_llm", "--host",
+                                  os.environ.get("FAKE_LLM_HOST", "127.0.0.1"), "--port", str(ports.llm)])
+    if not args.emulator_endpoint or not args.redis_url:
+        raise StepFailed(f"--role {args.role} needs --emulator-endpoint and --redis-url",
+                         "give both (docker-compose.yml sets them), or run `make up` for everything")
+    endpoint = args.emulator_endpoint
+    if args.role == "deploy":
+        step(f"deploying the `{STAGE}` target to {endpoint}")
+        deploy(endpoint)
+        step("deployed")
+        return 0
+    from local_runtime import discovery
+
+    step(f"reading the deployment from {endpoint}")
+    runtime_env = {**discovery.runtime_environment(endpoint, STAGE), "REDIS_URL": args.redis_url}
+    env = services_env(runtime_env, ports, endpoint, gateway_url=args.gateway_url, llm_url=args.llm_url)
+    if args.role == "gateway":
+        argv = [sys.executable, "-m", "local_runtime.gateway", "--port", str(ports.gateway)]
+        env = child_env(env, ROOT / "functions", ROOT)
+    else:
+        argv = [sys.executable, "-m", "worker"]
+        env = child_env(env, ROOT / "worker_image", ROOT)
+    step(f"running the {args.role}")
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ports = Ports(args.gateway_port, args.emulator_port, args.redis_port, args.llm_port)
+    if args.role != "all":
+        try:
+            return run_role(args, ports)
+        except StepFailed as failure:
+            print(f"\nFAILED: {failure.what}\nfix: {failure.fix}\n", file=sys.stderr, flush=True)
+            return 1
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(log_dir)
+
+    def on_signal(_signum, _frame):
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM alike stop everything this run started, even in the middle of a step.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        if args.emulator_endpoint:
+            endpoint = args.emulator_endpoint
+            step(f"AWS emulator at {endpoint} (given)")
+        else:
+            step(f"AWS emulator on :{ports.emulator}")
+            endpoint = ensure_emulator(stack, ports.emulator)
+        if args.redis_url:
+            redis_url = args.redis_url
+            step(f"Redis at {redis_url} (given)")
+        else:
+            step(f"Redis on :{ports.redis}")
+            redis_url = ensure_redis(stack, ports.redis)
+        step(f"deploying the `{STAGE}` target with cdklocal")
+        deploy_started = time.monotonic()
+        runtime_env = deploy(endpoint)
+        detail(f"deployed in {time.monotonic() - deploy_started:.1f} s; queue {runtime_env.get('JOBS_QUEUE_URL', '?')}")
+        # Redis is whatever this run found or started, whatever the deployment's default says.
+        runtime_env["REDIS_URL"] = redis_url
+        start_services(stack, runtime_env, ports, aws_endpoint=endpoint,
+                       gateway_url=args.gateway_url, llm_url=args.llm_url)
+        print_table(ports, endpoint, redis_url, log_dir, time.monotonic() - started)
+        while True:
+            dead = stack.dead_child()
+            if dead:
+                raise StepFailed(f"{dead.name} stopped (exit {dead.proc.returncode}):\n{dead.tail()}",
+                                 f"see {dead.log_path}; fix it and run `make up` again")
+            time.sleep(0.5)
+    except StepFailed as failure:
+        print(f"\nFAILED: {failure.what}\nfix: {failure.fix}\n", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # Stopping is bounded (grace, then kill): a second signal must not leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        step("stopping")
+        stack.stop()
+        step("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

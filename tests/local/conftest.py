@@ -1,0 +1,94 @@
+"""The local runtime for end-to-end tests: the real fake LLM, gateway and worker processes, started by
+the same code as `make up` (`local_runtime.up.start_services`), on free ports, against the test's own
+queue, DLQ and tables in the emulator and the session's Redis."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cloudia.settings import Settings, resilience_env
+from local_runtime import up
+from tests.support.servers import free_port
+
+# Small breaker and backoff settings, so opening and closing the circuit takes seconds.
+FAST_RESILIENCE = {
+    "BREAKER_MIN_CALLS": "2",
+    "BREAKER_OPEN_S": "2",
+    "BREAKER_WINDOW_S": "10",
+    "BACKOFF_BASE_S": "0.5",
+    "BACKOFF_MAX_S": "2",
+    "LLM_TIMEOUT_S": "3",
+    "WORKER_SHUTDOWN_GRACE_S": "2",
+}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment the deployed functions would run with, from a `Settings`."""
+    env = {f.name.upper(): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)
+           if f.name != "resilience" and getattr(settings, f.name)}
+    env.update(resilience_env(settings.resilience))
+    return env
+
+
+@dataclass
+class RunningStack:
+    ports: up.Ports
+    env: dict
+    stack: up.LocalStack
+    gateway_args: list
+
+    @property
+    def page(self) -> str:
+        return f"http://localhost:{self.ports.gateway}/"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://localhost:{self.ports.gateway}/ws"
+
+    def token(self, user: str) -> str:
+        with urllib.request.urlopen(f"{self.page}dev/token?user={user}", timeout=5) as response:
+            return json.load(response)["token"]
+
+    def faults(self, **faults) -> None:
+        method = "POST" if faults else "DELETE"
+        request = urllib.request.Request(f"http://localhost:{self.ports.llm}/_faults", method=method,
+                                         data=json.dumps(faults).encode() if faults else None,
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def child(self, name: str) -> up.Child:
+        return next(c for c in self.stack.children if c.name == name)
+
+    def stop_gateway(self) -> None:
+        gateway = self.child("gateway")
+        gateway.proc.terminate()
+        gateway.proc.wait(timeout=15)
+        self.stack.children.remove(gateway)
+
+    def start_gateway(self) -> None:
+        up.start_gateway(self.stack, self.env, self.ports, self.gateway_args)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in self.stack.children)
+
+
+@pytest.fixture
+def local_stack(resources, tmp_path: Path):
+    ports = up.Ports(gateway=free_port(), emulator=0, redis=0, llm=free_port())
+    runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE, "AUTH_SECRET": "test-signing-secret"}
+    stack = up.LocalStack(tmp_path)
+    gateway_args = ["--heartbeat-s", "5"]
+    try:
+        env = up.start_services(stack, runtime_env, ports, aws_endpoint=os.environ["AWS_ENDPOINT_URL"],
+                                gateway_args=gateway_args)
+        running = RunningStack(ports, env, stack, gateway_args)
+        yield running
+        print(running.logs())
+    finally:
+        stack.stop()

@@ -1,0 +1,107 @@
+"""The chat page in a real browser (Debian's Chromium, driven by Playwright) against the real local
+runtime: chat, survive a gateway restart without losing an answer, and show the circuit breaker."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from cloudia.jobs import ANSWERED, JobStore
+from cloudia.protocol import CIRCUIT_OPEN_MESSAGE
+from cloudia.settings import Resilience
+
+pytestmark = pytest.mark.timeout(180)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def page():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make deps` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 980, "height": 720})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        yield page
+        context.close()
+        browser.close()
+
+
+def send(page, text: str):
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+    return page.locator(".turn").filter(has_text=text).last
+
+
+def wait_until(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not seen within {timeout_s} s")
+
+
+def test_chat_then_an_answer_completed_while_the_gateway_was_away_is_shown_after_reconnect(local_stack, page,
+                                                                                           settings):
+    # GIVEN the page, connected
+    page.goto(local_stack.page)
+    page.wait_for_selector("#status[data-status=online]")
+    # WHEN the person sends a message THEN the page shows it answered
+    first = send(page, "hello from the browser")
+    page.wait_for_selector(".turn[data-state=answered]")
+    assert "hello from the browser" in first.locator(".bubble.assistant").inner_text()
+
+    # GIVEN a slow LLM, so the next answer is still being written when the gateway goes away
+    local_stack.faults(latency_ms=3000)
+    second = send(page, "answer me while I am away")
+    page.wait_for_selector(".turn[data-job-id][data-state=queued]")
+    job_id = second.get_attribute("data-job-id")
+    assert job_id
+    # WHEN the gateway stops
+    local_stack.stop_gateway()
+    page.wait_for_selector("#status[data-status=reconnecting]")
+    # AND the job is answered meanwhile (nobody to push it to)
+    jobs = JobStore(boto3.client("dynamodb"), settings.jobs_table, Resilience())
+    wait_until(lambda: (jobs.get(job_id) or {}).get("status") == ANSWERED, 30, "the job answered")
+    assert second.get_attribute("data-state") != "answered"
+    # AND the gateway comes back
+    local_stack.start_gateway()
+    # THEN the page reconnects by itself and shows the answer it missed
+    page.wait_for_selector("#status[data-status=online]")
+    page.wait_for_selector(f'.turn[data-job-id="{job_id}"][data-state=answered]')
+    assert "answer me while I am away" in second.locator(".bubble.assistant").inner_text()
+    assert page.locator(".turn").count() == 2  # nothing shown twice
+
+
+def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_when_it_is_back(local_stack,
+                                                                                               page):
+    page.goto(local_stack.page)
+    page.wait_for_selector("#status[data-status=online]")
+    first = send(page, "What is a circuit breaker?")
+    page.wait_for_selector(".turn[data-state=answered]")
+    # GIVEN the LLM goes down
+    local_stack.faults(down=True)
+    # WHEN the person sends a message
+    held = send(page, "Are you still there?")
+    # THEN the page shows the circuit breaker's error on that message
+    page.wait_for_selector(".turn[data-state=held]", timeout=45_000)
+    assert CIRCUIT_OPEN_MESSAGE in held.locator(".detail").inner_text()
+    assert first.get_attribute("data-state") == "answered"
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    # WHEN the LLM is back THEN the kept job is answered on the page
+    local_stack.faults()
+    page.wait_for_selector(".turn[data-state=answered] >> nth=1", timeout=60_000)
+    assert held.get_attribute("data-state") == "answered"
+    assert "Are you still there?" in held.locator(".bubble.assistant").inner_text()
