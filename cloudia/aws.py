@@ -54,3 +54,8 @@ def management_api(endpoint_url: str, resilience: Resilience):
 def secret_value(arn: str, timeout_ms: int = 2000) -> str:
     """A Secrets Manager secret, fetched once per process (cold start), then cached."""
     return _client("secretsmanager", timeout_ms).get_secret_value(SecretId=arn)["SecretString"]
+
+
+def sqs_long_poll(resilience: Resilience, wait_s: int = 20):
+    """SQS client for long-polling receives: its read timeout must outlast the poll's wait."""
+    return _client("sqs", wait_s * 1000 + resilience.sqs_timeout_ms)

@@ -1,0 +1,308 @@
+"""A circuit breaker around the LLM provider, its state shared by every worker through Redis.
+
+States: CLOSED (calls go through and are counted) -> OPEN (every call fails fast, nothing reaches the
+provider) -> after `breaker_open_s`, HALF_OPEN (at most `breaker_half_open_probes` probe calls at a
+time; that many successes close it, one failure opens it again).
+
+It opens when, over the last `breaker_window_s` and once `breaker_min_calls` calls were seen, either the
+failure rate reaches `breaker_failure_rate` or the rate of calls slower than `breaker_slow_call_s`
+reaches `breaker_slow_call_rate` (a provider that answers in 9 s is as unusable as one that fails).
+
+Why not a library: pybreaker counts consecutive failures only (no rate, no time window, no slow
+calls, and its Redis storage is a read-modify-write race across processes); aiobreaker is pybreaker's
+asyncio port with the same model; purgatory has no failure-rate/slow-call window and no atomic shared
+half-open probe limit. Here every transition is one Lua script run atomically in Redis, so one
+worker's discovery protects the fleet and exactly one worker sees (and reports) each transition.
+
+If Redis is unreachable, each breaker falls back to the same algorithm on local state, so the worker
+keeps protecting the provider on its own until Redis is back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+
+from cloudia.schema import breaker_key
+from cloudia.settings import Resilience
+
+logger = logging.getLogger(__name__)
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+OK, SLOW, FAIL = "ok", "slow", "fail"
+# After a Redis error, use local state this long before asking Redis again (no 500 ms stall per call).
+REDIS_RETRY_AFTER_S = 5.0
+# A probe slot is freed if its holder never reports (crashed worker): after this long it counts as lost.
+PROBE_LEASE_MIN_S = 30.0
+
+_ACQUIRE = """
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local now = tonumber(ARGV[1])
+if state == 'closed' then return {'closed', 1, 0} end
+if state == 'open' then
+  local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+  if now < open_until then return {'open', 0, open_until - now} end
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'successes', 0)
+  redis.call('DEL', KEYS[3])
+  state = 'half_open'
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZCARD', KEYS[3]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[3], now, ARGV[4])
+  return {'half_open', 1, 0}
+end
+return {'half_open', 0, 1000}
+"""
+
+# ARGV: now_ms, outcome, is_probe, token, window_ms, min_calls, failure_rate, slow_rate, open_ms, probes
+_RECORD = """
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local now = tonumber(ARGV[1])
+local outcome = ARGV[2]
+local open_ms = tonumber(ARGV[9])
+local function open_circuit()
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + open_ms, 'open_ms', open_ms, 'successes', 0)
+  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[3])
+  return {'open', 'opened'}
+end
+if ARGV[3] == '1' then
+  local held = redis.call('ZREM', KEYS[3], ARGV[4])
+  if state ~= 'half_open' or held == 0 then return {state, ''} end
+  if outcome ~= 'ok' then return open_circuit() end
+  local successes = redis.call('HINCRBY', KEYS[1], 'successes', 1)
+  if successes >= tonumber(ARGV[10]) then
+    redis.call('HSET', KEYS[1], 'state', 'closed')
+    redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[3])
+    return {'closed', 'closed'}
+  end
+  return {'half_open', ''}
+end
+if state ~= 'closed' then return {state, ''} end
+local window_ms = tonumber(ARGV[5])
+local member = ARGV[4]
+redis.call('ZADD', KEYS[2], now, member)
+if outcome == 'fail' then redis.call('ZADD', KEYS[4], now, member) end
+if outcome == 'slow' then redis.call('ZADD', KEYS[5], now, member) end
+local total, failures, slow = 0, 0, 0
+for i, key in ipairs({KEYS[2], KEYS[4], KEYS[5]}) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_ms)
+  redis.call('PEXPIRE', key, window_ms)
+end
+total = redis.call('ZCARD', KEYS[2])
+failures = redis.call('ZCARD', KEYS[4])
+slow = redis.call('ZCARD', KEYS[5])
+if total >= tonumber(ARGV[6]) and (failures / total >= tonumber(ARGV[7]) or slow / total >= tonumber(ARGV[8])) then
+  return open_circuit()
+end
+return {'closed', ''}
+"""
+
+# ARGV: token. A probe slot that was granted but not used (no job arrived) is handed back.
+_RELEASE = """
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def _keys(name: str) -> list[str]:
+    base = breaker_key(name)
+    return [base, f"{base}:calls", f"{base}:probes", f"{base}:failures", f"{base}:slow"]
+
+
+def circuit_is_open(redis_client: redis.Redis, name: str = "llm") -> bool:
+    """Cheap read of the shared state: True while the circuit is open and its wait has not run out.
+
+    False when Redis cannot be reached (the caller then queues the job; the worker decides)."""
+    try:
+        state, open_until = redis_client.hmget(breaker_key(name), ["state", "open_until"])
+    except (redis.RedisError, OSError):
+        return False
+    return state == OPEN and open_until is not None and time.time() * 1000 < float(open_until)
+
+
+@dataclass(frozen=True)
+class Permit:
+    """The answer to "may I call the provider now?"."""
+
+    allowed: bool
+    state: str
+    probe: bool = False
+    token: str = ""
+    retry_after_s: float = 0.0
+    local: bool = False
+
+
+class _LocalState:
+    """The same algorithm on in-process state, for when Redis is unreachable."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.state = CLOSED
+        self.open_until = 0.0
+        self.successes = 0
+        self.probes: dict[str, float] = {}
+        self.calls: deque[tuple[float, str]] = deque()
+
+
+class CircuitBreaker:
+    def __init__(self, redis_client: redis.Redis | None, resilience: Resilience, name: str = "llm",
+                 on_transition: Callable[[str, str, str], None] | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`on_transition(name, new_state, scope)` is called by the one caller that made the change."""
+        self.name = name
+        self._redis = redis_client
+        self._res = resilience
+        self._keys = _keys(name)
+        self._on_transition = on_transition
+        self._clock = clock
+        self._local = _LocalState()
+        self._redis_down_until = 0.0
+        self._acquire = redis_client.register_script(_ACQUIRE) if redis_client is not None else None
+        self._record = redis_client.register_script(_RECORD) if redis_client is not None else None
+        self._release = redis_client.register_script(_RELEASE) if redis_client is not None else None
+        self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 3 * resilience.llm_timeout_s) * 1000)
+
+    # -- public API ---------------------------------------------------------------------------
+    def acquire(self) -> Permit:
+        """May a call go to the provider now? Fails fast (allowed=False) while the circuit is open."""
+        if self._use_redis():
+            token = uuid.uuid4().hex
+            try:
+                state, allowed, wait_ms = self._acquire(
+                    keys=self._keys, args=[self._now_ms(), self._res.breaker_half_open_probes,
+                                           self._probe_lease_ms, token])
+                allowed = bool(int(allowed))
+                probe = allowed and state == HALF_OPEN
+                return Permit(allowed, state, probe, token if probe else "", int(wait_ms) / 1000)
+            except (redis.RedisError, OSError) as error:
+                self._redis_failed(error)
+        return self._local_acquire()
+
+    def record(self, permit: Permit, succeeded: bool, duration_s: float) -> str:
+        """Report a call's outcome; returns the new state. A failure means the provider is unhealthy
+        (timeout, connection error, 5xx, 429), not that the request was wrong (that counts as ok)."""
+        outcome = FAIL if not succeeded else (SLOW if duration_s >= self._res.breaker_slow_call_s else OK)
+        if not permit.local and self._use_redis():
+            try:
+                state, transition = self._record(keys=self._keys, args=[
+                    self._now_ms(), outcome, "1" if permit.probe else "0", permit.token or uuid.uuid4().hex,
+                    int(self._res.breaker_window_s * 1000), self._res.breaker_min_calls,
+                    self._res.breaker_failure_rate, self._res.breaker_slow_call_rate,
+                    int(self._res.breaker_open_s * 1000), self._res.breaker_half_open_probes])
+                self._transitioned(transition, state, "shared", outcome)
+                return state
+            except (redis.RedisError, OSError) as error:
+                self._redis_failed(error)
+        return self._local_record(permit, outcome)
+
+    def release(self, permit: Permit) -> None:
+        """Hand back a probe slot that was not used."""
+        if not permit.probe:
+            return
+        if permit.local:
+            with self._local.lock:
+                self._local.probes.pop(permit.token, None)
+            return
+        try:
+            self._release(keys=self._keys, args=[permit.token])
+        except (redis.RedisError, OSError) as error:
+            self._redis_failed(error)
+
+    def open_remaining_s(self) -> float:
+        """Seconds until the open circuit lets probes through; 0 when not open."""
+        if self._use_redis():
+            try:
+                state, open_until = self._redis.hmget(self._keys[0], ["state", "open_until"])
+                if state != OPEN or open_until is None:
+                    return 0.0
+                return max(0.0, (float(open_until) - self._now_ms()) / 1000)
+            except (redis.RedisError, OSError) as error:
+                self._redis_failed(error)
+        with self._local.lock:
+            if self._local.state != OPEN:
+                return 0.0
+            return max(0.0, self._local.open_until - self._clock())
+
+    def state(self) -> str:
+        if self._use_redis():
+            try:
+                return self._redis.hget(self._keys[0], "state") or CLOSED
+            except (redis.RedisError, OSError) as error:
+                self._redis_failed(error)
+        return self._local.state
+
+    # -- internals ----------------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _use_redis(self) -> bool:
+        return self._redis is not None and self._clock() >= self._redis_down_until
+
+    def _redis_failed(self, error: Exception) -> None:
+        if self._clock() >= self._redis_down_until:
+            logger.warning("circuit breaker %s uses local state: Redis unreachable (%s)", self.name, error)
+        self._redis_down_until = self._clock() + REDIS_RETRY_AFTER_S
+
+    def _transitioned(self, transition: str, state: str, scope: str, outcome: str) -> None:
+        if not transition:
+            return
+        logger.warning("circuit breaker %s %s (%s state, last call %s)", self.name, transition, scope, outcome,
+                       extra={"breaker": self.name, "breaker_state": state, "breaker_scope": scope})
+        if self._on_transition:
+            self._on_transition(self.name, state, scope)
+
+    def _local_acquire(self) -> Permit:
+        s, now = self._local, self._clock()
+        with s.lock:
+            if s.state == CLOSED:
+                return Permit(True, CLOSED, local=True)
+            if s.state == OPEN:
+                if now < s.open_until:
+                    return Permit(False, OPEN, retry_after_s=s.open_until - now, local=True)
+                s.state, s.successes, s.probes = HALF_OPEN, 0, {}
+            lease_s = self._probe_lease_ms / 1000
+            s.probes = {t: at for t, at in s.probes.items() if at > now - lease_s}
+            if len(s.probes) < self._res.breaker_half_open_probes:
+                token = uuid.uuid4().hex
+                s.probes[token] = now
+                return Permit(True, HALF_OPEN, probe=True, token=token, local=True)
+            return Permit(False, HALF_OPEN, retry_after_s=1.0, local=True)
+
+    def _local_record(self, permit: Permit, outcome: str) -> str:
+        s, now, res = self._local, self._clock(), self._res
+        transition = ""
+        with s.lock:
+            if permit.probe and permit.local:
+                held = s.probes.pop(permit.token, None)
+                if s.state == HALF_OPEN and held is not None:
+                    if outcome != OK:
+                        transition = self._local_open(now)
+                    else:
+                        s.successes += 1
+                        if s.successes >= res.breaker_half_open_probes:
+                            s.state, s.calls, s.probes = CLOSED, deque(), {}
+                            transition = "closed"
+            elif s.state == CLOSED:
+                s.calls.append((now, outcome))
+                while s.calls and s.calls[0][0] <= now - res.breaker_window_s:
+                    s.calls.popleft()
+                total = len(s.calls)
+                failures = sum(1 for _, o in s.calls if o == FAIL)
+                slow = sum(1 for _, o in s.calls if o == SLOW)
+                if total >= res.breaker_min_calls and (failures / total >= res.breaker_failure_rate
+                                                       or slow / total >= res.breaker_slow_call_rate):
+                    transition = self._local_open(now)
+            state = s.state
+        self._transitioned(transition, state, "local", outcome)
+        return state
+
+    def _local_open(self, now: float) -> str:
+        s = self._local
+        s.state, s.open_until, s.successes, s.probes, s.calls = OPEN, now + self._res.breaker_open_s, 0, {}, deque()
+        return "opened"

@@ -1,0 +1,96 @@
+"""LLM providers behind one small interface, and the failure classes the worker acts on.
+
+Every provider turns its SDK's exceptions into `TransientLlmError` (retry later: timeout, connection
+error, 408/409/429, 5xx; carries `Retry-After`) or `PermanentLlmError` (a request retrying cannot fix).
+SDK retries are off (`max_retries=0`): the worker owns retries, through the queue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Protocol
+
+from cloudia import aws
+from cloudia.settings import Settings
+
+# Status codes worth retrying besides 5xx: request timeout, conflict, throttling.
+TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
+
+OnToken = Callable[[str], Awaitable[None]]
+
+
+class LlmError(Exception):
+    """A provider call failed; `kind` is a stable label for logs and metrics."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class TransientLlmError(LlmError):
+    def __init__(self, message: str, kind: str, retry_after_s: float | None = None):
+        super().__init__(message, kind)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentLlmError(LlmError):
+    pass
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str = ""
+
+
+class LlmProvider(Protocol):
+    name: str
+
+    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
+        """`messages`: [{"role": "user" | "assistant", "content": ...}], oldest first. Streams when
+        `on_token` is given (each text delta is passed to it), then returns the whole answer."""
+        ...
+
+
+def is_transient_status(status: int) -> bool:
+    return status >= 500 or status in TRANSIENT_STATUS_CODES
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds from a `Retry-After` (or `retry-after-ms`) header; None if absent or a date."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return float(raw_ms) / 1000
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def api_key(settings: Settings) -> str:
+    if settings.llm_api_key:
+        return settings.llm_api_key
+    if settings.llm_api_key_secret_arn:
+        return aws.secret_value(settings.llm_api_key_secret_arn)
+    return "not-needed-locally"
+
+
+def build_provider(name: str, settings: Settings) -> LlmProvider:
+    """The provider called `name` (`openai` | `anthropic` | `fake`), configured from `settings`."""
+    if name == "openai":
+        from cloudia.llm.openai_provider import OpenAiProvider
+        return OpenAiProvider(settings)
+    if name == "anthropic":
+        from cloudia.llm.anthropic_provider import AnthropicProvider
+        return AnthropicProvider(settings)
+    if name == "fake":
+        from cloudia.llm.fake import FakeProvider
+        return FakeProvider()
+    raise ValueError(f"unknown LLM provider {name!r} (expected openai, anthropic or fake)")

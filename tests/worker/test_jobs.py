@@ -1,0 +1,106 @@
+"""A job's life in the worker: answered, streamed, stored, cached, pushed, deleted; a redelivery never
+pays the LLM twice; a gone connection is not a failure; context comes from Redis or DynamoDB."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloudia.context_cache import ContextCache
+from cloudia.history import ASSISTANT, USER
+from cloudia.jobs import ANSWERED
+from cloudia.schema import context_key
+from tests.worker.conftest import wait_until
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_job_is_answered_streamed_stored_and_deleted(harness, start_worker, provider):
+    # GIVEN a user with a live connection and a queued job
+    harness.configure(provider=provider)
+    connection = harness.connect("ana")
+    job = harness.send_job("ana", "what is a circuit breaker")
+
+    # WHEN the worker runs
+    start_worker(harness.settings)
+
+    # THEN the user receives tokens, then the answer
+    events = wait_until(lambda: [e for e in harness.recorder.events(connection) if e["event"] == "answer"]
+                        and harness.recorder.events(connection), what="the answer event")
+    assert events[-1] == {"event": "answer", "jobId": job.job_id, "message": "Echo: what is a circuit breaker",
+                          "conversationId": "c1"}
+    tokens = [e["token"] for e in events if e["event"] == "token"]
+    assert "".join(tokens) == "Echo: what is a circuit breaker"
+    # AND the answer is in the history, the job is answered, the context is cached, the message deleted
+    entries = harness.history.latest("ana", "c1", 10)
+    assert [(e.role, e.message) for e in entries] == [(USER, "what is a circuit breaker"),
+                                                      (ASSISTANT, "Echo: what is a circuit breaker")]
+    assert harness.jobs.get(job.job_id)["status"] == ANSWERED
+    cached = [json.loads(m) for m in harness.redis.lrange(context_key("ana", "c1"), 0, -1)]
+    assert [m["role"] for m in cached] == [USER, ASSISTANT]
+    assert harness.redis.ttl(context_key("ana", "c1")) > 0
+    wait_until(lambda: harness.queue_counts() == (0, 0), what="the message to be deleted")
+    assert harness.fake_llm.stats()["requests"] == 1
+
+
+def test_redelivered_answered_job_does_not_call_the_llm_again(harness, start_worker):
+    # GIVEN a job that was answered, but whose message is delivered again (at-least-once delivery)
+    connection = harness.connect("ana")
+    job = harness.send_job("ana", "once only")
+    running = start_worker(harness.settings)
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the first answer")
+    wait_until(lambda: harness.queue_counts() == (0, 0), what="the first delete")
+    assert harness.fake_llm.stats()["requests"] == 1
+
+    # WHEN the same message arrives again
+    harness.sqs.send_message(QueueUrl=harness.settings.jobs_queue_url, MessageBody=job.to_json())
+
+    # THEN it is deleted, the stored answer is pushed again, and the LLM saw no second request
+    wait_until(lambda: harness.queue_counts() == (0, 0) and
+               len([e for e in harness.recorder.events(connection) if e["event"] == "answer"]) == 2,
+               what="the redelivery to be handled")
+    running.stop()
+    assert harness.fake_llm.stats()["requests"] == 1
+    answers = [e for e in harness.recorder.events(connection) if e["event"] == "answer"]
+    assert answers[0] == answers[1]
+    assert running.worker.outcomes == {"answered": 1, "duplicate": 1}
+
+
+def test_gone_connection_is_not_a_failure(harness, start_worker):
+    # GIVEN the user's registered connection is gone at API Gateway (410)
+    connection = harness.connect("ana")
+    harness.recorder.gone.add(connection)
+    job = harness.send_job("ana", "are you there")
+
+    # WHEN the worker answers
+    running = start_worker(harness.settings)
+
+    # THEN the job still succeeds: answer stored for resume, message deleted, stale connection dropped
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the answer")
+    wait_until(lambda: harness.queue_counts() == (0, 0), what="the delete")
+    assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: are you there"
+    assert harness.redis.get(f"conn:{connection}") is None
+    running.stop()
+    assert running.worker.outcomes == {"answered": 1}
+
+
+def test_context_comes_from_the_cache_and_else_from_history(harness, start_worker):
+    # GIVEN a conversation with earlier turns in the history, and a cached context that differs
+    history = harness.history
+    history.append("ana", "c1", "old-1", USER, "first question", 1000)
+    history.append("ana", "c1", "old-1", ASSISTANT, "first answer", 2000)
+    cache = ContextCache(harness.redis, 600, 20)
+    cache.put("bob", "c9", [{"role": USER, "content": "cached question", "jobId": "x"},
+                            {"role": ASSISTANT, "content": "cached answer", "jobId": "x"}])
+    processor = harness.processor()
+
+    import asyncio
+    ana_job = harness.send_job("ana", "second question")
+    bob_job = harness.send_job("bob", "next", conversation_id="c9")
+
+    # WHEN the contexts are built
+    ana_context = asyncio.run(processor._context(ana_job))
+    bob_context = asyncio.run(processor._context(bob_job))
+
+    # THEN ana's comes from DynamoDB (cache cold) and bob's from Redis, each ending with the new message once
+    assert [m["content"] for m in ana_context] == ["first question", "first answer", "second question"]
+    assert [m["content"] for m in bob_context] == ["cached question", "cached answer", "next"]

@@ -1,0 +1,1 @@
+"""cloud-ia's worker: takes LLM jobs from the SQS queue and answers them, resiliently."""

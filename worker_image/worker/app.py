@@ -1,0 +1,78 @@
+"""The worker's entry point: `python -m worker`.
+
+Settings are read once from the environment here and every dependency is built from them explicitly;
+no Lambda decorators (the worker is a long-running container process, PID 1 in its task).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from cloudia import aws, redis_client
+from cloudia.breaker import CircuitBreaker
+from cloudia.connections import ConnectionRegistry
+from cloudia.context_cache import ContextCache
+from cloudia.history import HistoryStore
+from cloudia.jobs import JobStore
+from cloudia.llm import LlmProvider, build_provider
+from cloudia.push import Pusher
+from cloudia.settings import Settings
+from worker.consumer import LONG_POLL_WAIT_S, Worker
+from worker.healthcheck import health_file
+from worker.processor import JobProcessor, Route
+from worker.telemetry import WorkerMetrics, configure_logging, logger
+
+PRIMARY_BREAKER = "llm"  # the name `circuit_is_open()` reads by default
+FALLBACK_BREAKER = "llm-fallback"
+# Threads for blocking I/O beyond one per job: the metrics flush and the odd hand-back.
+EXTRA_IO_THREADS = 4
+
+
+def build_worker(settings: Settings, provider: LlmProvider | None = None,
+                 fallback: LlmProvider | None = None, health_path: str | None = None) -> Worker:
+    """Wire a worker from settings. `provider`/`fallback` override the configured ones (benchmarks)."""
+    res = settings.resilience
+    metrics = WorkerMetrics(settings.metrics_namespace)
+    redis = redis_client.client(settings)
+    dynamodb = aws.dynamodb(res)
+
+    def on_transition(name: str, state: str, scope: str) -> None:
+        if state == "open":
+            metrics.circuit_opened()
+
+    primary = Route(provider or build_provider(settings.llm_provider, settings),
+                    CircuitBreaker(redis, res, PRIMARY_BREAKER, on_transition))
+    fallback_route = None
+    if fallback is not None or settings.llm_fallback_provider:
+        fallback_route = Route(fallback or build_provider(settings.llm_fallback_provider, settings),
+                               CircuitBreaker(redis, res, FALLBACK_BREAKER, on_transition))
+    executor = ThreadPoolExecutor(max_workers=res.worker_concurrency + EXTRA_IO_THREADS, thread_name_prefix="io")
+    processor = JobProcessor(
+        settings,
+        sqs=aws.sqs(res),
+        jobs=JobStore(dynamodb, settings.jobs_table, res),
+        history=HistoryStore(dynamodb, settings.history_table, res),
+        cache=ContextCache(redis, res.context_ttl_s, res.context_max_messages),
+        pusher=Pusher(aws.management_api(settings.ws_management_endpoint, res),
+                      ConnectionRegistry(redis, res.connection_ttl_s)),
+        primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
+    )
+    return Worker(settings, processor, aws.sqs_long_poll(res, LONG_POLL_WAIT_S), metrics, executor,
+                  health_path or health_file())
+
+
+async def serve(worker: Worker) -> None:
+    worker.install_signal_handlers()
+    await worker.run()
+
+
+def main() -> None:
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    settings = Settings.from_env()
+    worker = build_worker(settings)
+    asyncio.run(serve(worker))
+
+
+if __name__ == "__main__":
+    main()

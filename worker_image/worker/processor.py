@@ -1,0 +1,251 @@
+"""One job, from its SQS message to the user's connections: the worker's domain logic.
+
+Every path ends with the message deleted (answered, or moved to the DLQ with the user told) or made
+visible again later (retry with backoff, circuit open, shutdown); nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cloudia import protocol
+from cloudia.backoff import visibility_timeout_s
+from cloudia.breaker import OPEN, CircuitBreaker, Permit
+from cloudia.context_cache import ContextCache
+from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
+from cloudia.jobs import ANSWERED, FAILED, Job, JobStore, now_ms
+from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
+from cloudia.push import Pusher
+from cloudia.settings import Settings
+from worker.telemetry import WorkerMetrics, logger
+
+# Outcomes of `JobProcessor.handle`, for logs and tests.
+ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, RELEASED = (
+    "answered", "duplicate", "retry", "dead_lettered", "delayed_circuit_open", "released")
+
+# What the user reads when a job fails for good (the reason code says why, for machines).
+FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
+FAILED_PERMANENT_MESSAGE = "A API LLM recusou esta mensagem; ela não pôde ser respondida."
+# SQS message attributes carried by a job moved to the DLQ by the worker.
+FAILURE_REASON_ATTRIBUTE = "FailureReason"
+FAILURE_CLASS_ATTRIBUTE = "FailureClass"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The provider a job goes to, and the breaker that guards it."""
+
+    provider: LlmProvider
+    breaker: CircuitBreaker
+
+
+class JobProcessor:
+    def __init__(self, settings: Settings, *, sqs, jobs: JobStore, history: HistoryStore, cache: ContextCache,
+                 pusher: Pusher, primary: Route, fallback: Route | None, metrics: WorkerMetrics,
+                 executor: Executor | None = None):
+        self._settings = settings
+        self._res = settings.resilience
+        self._sqs = sqs
+        self._jobs = jobs
+        self._history = history
+        self._cache = cache
+        self._pusher = pusher
+        self.primary = primary
+        self.fallback = fallback
+        self._metrics = metrics
+        self._executor = executor
+
+    async def io(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """Run a blocking call (boto3, redis-py) off the event loop, in the worker's I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- the job ------------------------------------------------------------------------------
+    async def handle(self, message: dict, permit: Permit | None = None) -> str:
+        """Process one received message. `permit` is a half-open probe slot the consumer took for it."""
+        attributes = message.get("Attributes", {})
+        receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+        if "SentTimestamp" in attributes:
+            self._metrics.queue_lag_ms(now_ms() - int(attributes["SentTimestamp"]))
+        try:
+            job = Job.from_json(message["Body"])
+        except (ValueError, TypeError, KeyError) as error:
+            await self._dead_letter(message, f"malformed job: {error}", "malformed")
+            self._metrics.job_failed("malformed")
+            return DEAD_LETTERED
+        log = {"job_id": job.job_id, "receive_count": receive_count}
+        try:
+            return await self._process(job, message, receive_count, permit, log)
+        except asyncio.CancelledError:
+            # Shutdown ran out of time: the job goes back to the queue now rather than after the
+            # visibility timeout. Its probe slot, if any, is handed back.
+            if permit is not None:
+                await self.io(self.primary.breaker.release, permit)
+            await self._set_visibility(message, 0)
+            logger.warning("job handed back to the queue at shutdown", extra=log)
+            raise
+        except Exception as error:  # noqa: BLE001 - DynamoDB/SQS/Redis trouble: retry through the queue
+            logger.exception("job failed on infrastructure, will retry", extra=log)
+            return await self._transient(job, message, receive_count, "infrastructure", str(error), None, log)
+
+    async def _process(self, job: Job, message: dict, receive_count: int, permit: Permit | None, log: dict) -> str:
+        record = await self.io(self._jobs.get, job.job_id)
+        if record and record.get("status") == ANSWERED:
+            await self._repush_answer(job)
+            await self._delete(message)
+            logger.info("job already answered: not calling the LLM again", extra=log)
+            return DUPLICATE
+
+        route, permit = await self._route(permit)
+        if route is None:
+            return await self._circuit_open(job, message, receive_count, permit, log)
+
+        context = await self._context(job)
+        connections = await self.io(self._pusher.connections_of, job.user_id)
+
+        async def forward_token(text: str) -> None:
+            await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
+
+        started = time.monotonic()
+        try:
+            completion = await route.provider.complete(
+                [{"role": m["role"], "content": m["content"]} for m in context],
+                forward_token if connections else None)
+        except TransientLlmError as error:
+            state = await self.io(route.breaker.record, permit, False, time.monotonic() - started)
+            logger.warning("LLM call failed (transient)", extra={**log, "kind": error.kind, "error": str(error),
+                                                                   "provider": route.provider.name})
+            return await self._transient(job, message, receive_count, error.kind, str(error),
+                                         error.retry_after_s, log, circuit_opened=state == OPEN,
+                                         breaker=route.breaker)
+        except PermanentLlmError as error:
+            # The provider answered: it is healthy, the request is what is wrong.
+            await self.io(route.breaker.record, permit, True, time.monotonic() - started)
+            logger.error("LLM refused the job (permanent)", extra={**log, "kind": error.kind, "error": str(error)})
+            await self._fail_for_good(job, message, FAILED_PERMANENT_MESSAGE, error.kind, str(error), "permanent")
+            return DEAD_LETTERED
+        except asyncio.CancelledError:
+            await self.io(route.breaker.release, permit)
+            raise
+        elapsed_s = time.monotonic() - started
+        await self.io(route.breaker.record, permit, True, elapsed_s)
+        self._metrics.llm_latency_ms(elapsed_s * 1000)
+
+        await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT,
+                      completion.text)
+        await self.io(self._jobs.finish, job.job_id, ANSWERED)
+        await self.io(self._cache.put, job.user_id, job.conversation_id,
+                      context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}])
+        delivered = await self.io(self._pusher.push, job.user_id,
+                                  protocol.answer(job.job_id, completion.text, job.conversation_id))
+        await self._delete(message)
+        self._metrics.job_succeeded()
+        logger.info("job answered", extra={**log, "provider": route.provider.name, "delivered_to": delivered,
+                                           "llm_ms": round(elapsed_s * 1000), "output_tokens": completion.output_tokens})
+        return ANSWERED_OUTCOME
+
+    async def _route(self, permit: Permit | None) -> tuple[Route | None, Permit]:
+        """The primary while its breaker lets the call through, else the fallback's, else None."""
+        if permit is None:
+            permit = await self.io(self.primary.breaker.acquire)
+        if permit.allowed:
+            return self.primary, permit
+        if self.fallback is not None:
+            fallback_permit = await self.io(self.fallback.breaker.acquire)
+            if fallback_permit.allowed:
+                return self.fallback, fallback_permit
+        return None, permit
+
+    async def _context(self, job: Job) -> list[dict[str, str]]:
+        """The conversation so far (Redis, else DynamoDB), ending with this job's user message."""
+        max_messages = self._res.context_max_messages
+        messages = await self.io(self._cache.get, job.user_id, job.conversation_id)
+        if messages is None:
+            entries = await self.io(self._history.latest, job.user_id, job.conversation_id, max_messages + 1)
+            messages = [{"role": e.role, "content": e.message, "jobId": e.job_id}
+                        for e in entries if e.role in (USER, ASSISTANT)]
+        # The sender stored this message in the history already; keep exactly one copy, last.
+        messages = [m for m in messages if not (m.get("jobId") == job.job_id and m.get("role") == USER)]
+        messages = messages[-(max_messages - 1):] if max_messages > 1 else []
+        while messages and messages[0]["role"] != USER:  # providers expect the user to speak first
+            messages.pop(0)
+        return messages + [{"role": USER, "content": job.message, "jobId": job.job_id}]
+
+    async def _repush_answer(self, job: Job) -> None:
+        entries = await self.io(self._history.latest, job.user_id, job.conversation_id,
+                                self._res.context_max_messages * 2)
+        answer = next((e for e in reversed(entries) if e.job_id == job.job_id and e.role == ASSISTANT), None)
+        if answer is not None:
+            await self.io(self._pusher.push, job.user_id,
+                          protocol.answer(job.job_id, answer.message, job.conversation_id))
+
+    # -- failure paths ------------------------------------------------------------------------
+    async def _transient(self, job: Job, message: dict, receive_count: int, kind: str, detail: str,
+                         retry_after_s: float | None, log: dict, circuit_opened: bool = False,
+                         breaker: CircuitBreaker | None = None) -> str:
+        if receive_count >= self._res.max_receives:
+            await self._fail_for_good(job, message, FAILED_TRANSIENT_MESSAGE, f"exhausted_{kind}",
+                                      f"{receive_count} attempts; last: {detail}", "exhausted")
+            return DEAD_LETTERED
+        delay_s = visibility_timeout_s(receive_count, self._res, retry_after_s)
+        if circuit_opened and breaker is not None:
+            # This failure opened the circuit: the job waits it out, and its user hears why now.
+            delay_s = max(delay_s, math.ceil(await self.io(breaker.open_remaining_s)))
+            await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
+        await self._set_visibility(message, delay_s)
+        self._metrics.job_retried(kind)
+        logger.info("job will be retried", extra={**log, "kind": kind, "retry_in_s": delay_s})
+        return RETRY
+
+    async def _circuit_open(self, job: Job, message: dict, receive_count: int, permit: Permit, log: dict) -> str:
+        """Fail fast without touching the provider; keep the job in the queue until the circuit lets it."""
+        if receive_count >= self._res.max_receives:
+            await self._fail_for_good(job, message, protocol.CIRCUIT_OPEN_MESSAGE, "circuit_open",
+                                      f"{receive_count} receives while the circuit was open", "circuit_open")
+            return DEAD_LETTERED
+        await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
+        if permit.state == OPEN:
+            delay_s = max(1, math.ceil(permit.retry_after_s))
+        else:  # half-open and every probe slot taken: come back on the usual schedule
+            delay_s = max(1, visibility_timeout_s(receive_count, self._res))
+        await self._set_visibility(message, delay_s)
+        logger.info("circuit open: job delayed in the queue", extra={**log, "retry_in_s": delay_s})
+        return DELAYED_CIRCUIT_OPEN
+
+    async def _fail_for_good(self, job: Job, message: dict, user_message: str, reason_code: str, detail: str,
+                             failure_class: str) -> None:
+        """Tell the user, record it, then move the message to the DLQ (exactly one copy) and delete it."""
+        for step in (
+            lambda: self._pusher.push(job.user_id, protocol.error(user_message, job.job_id, reason=reason_code)),
+            lambda: self._history.append(job.user_id, job.conversation_id, job.job_id, ERROR, user_message),
+            lambda: self._jobs.finish(job.job_id, FAILED, f"{reason_code}: {detail}"),
+        ):
+            try:  # best effort: the DLQ copy below is what must not be missed
+                await self.io(step)
+            except Exception:  # noqa: BLE001
+                logger.exception("could not record the failure of a job", extra={"job_id": job.job_id})
+        await self._dead_letter(message, f"{reason_code}: {detail}", failure_class)
+        self._metrics.job_failed(failure_class)
+        logger.error("job failed for good, moved to the DLQ",
+                     extra={"job_id": job.job_id, "reason": reason_code, "detail": detail})
+
+    # -- SQS ----------------------------------------------------------------------------------
+    async def _dead_letter(self, message: dict, reason: str, failure_class: str) -> None:
+        await self.io(
+            self._sqs.send_message, QueueUrl=self._settings.jobs_dlq_url, MessageBody=message["Body"],
+            MessageAttributes={
+                FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1024]},
+                FAILURE_CLASS_ATTRIBUTE: {"DataType": "String", "StringValue": failure_class},
+            })
+        await self._delete(message)
+
+    async def _delete(self, message: dict) -> None:
+        await self.io(self._sqs.delete_message, QueueUrl=self._settings.jobs_queue_url,
+                      ReceiptHandle=message["ReceiptHandle"])
+
+    async def _set_visibility(self, message: dict, seconds: int) -> None:
+        await self.io(self._sqs.change_message_visibility, QueueUrl=self._settings.jobs_queue_url,
+                      ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=int(seconds))

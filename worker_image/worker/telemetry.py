@@ -1,0 +1,66 @@
+"""Structured JSON logs and CloudWatch metrics (embedded metric format on stdout) for the worker.
+
+Powertools works outside Lambda: the Logger writes JSON lines, and `Metrics` prints EMF documents that
+CloudWatch Logs turns into metrics (the ECS task logs to CloudWatch). The worker flushes them itself
+(no Lambda decorator): on a timer, and at once for `CircuitOpened`, which the stacks alarm on with the
+single dimension service=worker.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+SERVICE = "worker"
+
+logger = Logger(service=SERVICE)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON logs for the worker and for the shared package's loggers (`cloudia.*`)."""
+    logger.setLevel(level)
+    copy_config_to_registered_loggers(source_logger=logger, include={"cloudia"})
+    logging.getLogger("cloudia").setLevel(level)
+
+
+class WorkerMetrics:
+    """Thread-safe: the breaker reports transitions from the I/O threads."""
+
+    def __init__(self, namespace: str):
+        self._namespace = namespace
+        self._metrics = Metrics(namespace=namespace, service=SERVICE)
+        self._lock = threading.Lock()
+
+    def _add(self, name: str, unit: MetricUnit, value: float) -> None:
+        with self._lock:
+            self._metrics.add_metric(name=name, unit=unit, value=value)
+
+    def job_succeeded(self) -> None:
+        self._add("JobsSucceeded", MetricUnit.Count, 1)
+
+    def job_retried(self, failure_kind: str) -> None:
+        self._add("JobsRetried", MetricUnit.Count, 1)
+
+    def job_failed(self, failure_class: str) -> None:
+        """A job failed for good; by class (permanent, exhausted, circuit_open, malformed)."""
+        with self._lock, single_metric(name="JobsFailed", unit=MetricUnit.Count, value=1,
+                                       namespace=self._namespace,
+                                       default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="failure_class", value=failure_class)
+
+    def llm_latency_ms(self, value: float) -> None:
+        self._add("LlmLatency", MetricUnit.Milliseconds, value)
+
+    def queue_lag_ms(self, value: float) -> None:
+        self._add("QueueLag", MetricUnit.Milliseconds, max(0.0, value))
+
+    def circuit_opened(self) -> None:
+        self._add("CircuitOpened", MetricUnit.Count, 1)
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._metrics.flush_metrics()
