@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 MAX_FRAME_BYTES = 32 * 1024
 # Ids go into DynamoDB keys joined with '#', and into Redis keys: a safe charset without '#'.
 SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-# Text only: control characters other than tab and newlines are refused.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Text only: control characters (C0, DEL, C1) other than tab and newlines are refused.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 SafeId = Annotated[str, StringConstraints(pattern=SAFE_ID_PATTERN)]
 

@@ -52,7 +52,8 @@ def accept(event, context, frame: SendMessage | None = None) -> dict:
 
 
 def _count_rejection(reason: str, budget: bool) -> None:
-    # Its own EMF record, so the `reason` dimension does not spread to the invocation's other metrics.
+    metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
+    # By reason in its own EMF record, so the dimension does not spread to the invocation's other metrics.
     with single_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1,
                        namespace=metrics.namespace, default_dimensions={"reason": reason}):
         pass

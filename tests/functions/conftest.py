@@ -144,7 +144,7 @@ class Functions:
     def token(self, user_id: str, ttl_s: int = 3600) -> str:
         return issue_token(user_id, self.settings.auth_secret, ttl_s)
 
-    def connect(self, user_id: str, connection_id: str | None = None) -> str:
+    def open_connection(self, user_id: str, connection_id: str | None = None) -> str:
         connection_id = connection_id or f"conn-{uuid.uuid4().hex[:12]}="
         response = self.modules["connect"].handler(connect_event(connection_id, self.token(user_id)),
                                                    FakeLambdaContext())
