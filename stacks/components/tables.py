@@ -1,4 +1,7 @@
-"""The DynamoDB tables: conversation history, jobs, and Powertools idempotency records."""
+"""The DynamoDB tables: conversation history, jobs, and Powertools idempotency records.
+
+`Table` rather than `TableV2`: TableV2 synthesizes AWS::DynamoDB::GlobalTable, which the emulators
+cannot create, and one region is all this system needs."""
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
@@ -12,30 +15,30 @@ class ChatTables(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy,
                  point_in_time_recovery: bool = True) -> None:
         super().__init__(scope, construct_id)
-        self.tables: dict[str, dynamodb.TableV2] = {}
+        self.tables: dict[str, dynamodb.Table] = {}
         for logical, (partition_key, sort_key, ttl_attribute) in TABLES.items():
-            self.tables[logical] = dynamodb.TableV2(
+            self.tables[logical] = dynamodb.Table(
                 self, f"{logical.capitalize()}Table",
                 partition_key=dynamodb.Attribute(name=partition_key, type=dynamodb.AttributeType.STRING),
                 sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING) if sort_key else None,
                 # On-demand: a chat's load is spiky, and an idle table costs nothing.
-                billing=dynamodb.Billing.on_demand(),
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
                 # Old items expire by themselves (history, finished jobs, idempotency records).
                 time_to_live_attribute=ttl_attribute,
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=point_in_time_recovery),
-                encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+                encryption=dynamodb.TableEncryption.AWS_MANAGED,
                 removal_policy=removal_policy,
             )
 
     @property
-    def history(self) -> dynamodb.TableV2:
+    def history(self) -> dynamodb.Table:
         return self.tables["history"]
 
     @property
-    def jobs(self) -> dynamodb.TableV2:
+    def jobs(self) -> dynamodb.Table:
         return self.tables["jobs"]
 
     @property
-    def idempotency(self) -> dynamodb.TableV2:
+    def idempotency(self) -> dynamodb.Table:
         return self.tables["idempotency"]
