@@ -116,3 +116,23 @@ def test_connect_while_redis_is_down_is_refused_with_a_controlled_error(function
     response = functions.connect.handler(connect_event("conn-r=", functions.token("alice")), FakeLambdaContext())
     assert response["statusCode"] == 503
     assert body_of(response)["reason"] == "session_store_unavailable"
+
+
+def test_on_aws_the_signing_secret_comes_from_secrets_manager(functions_with):
+    # GIVEN a deployment whose signing secret is only in Secrets Manager
+    import boto3
+    import uuid
+
+    from cloudia.auth import issue_token
+
+    secret = f"signing-secret-from-secrets-manager-{uuid.uuid4().hex}"
+    arn = boto3.client("secretsmanager").create_secret(Name=f"auth-{uuid.uuid4().hex[:8]}", SecretString=secret)["ARN"]
+    functions = functions_with(auth_secret="", auth_secret_arn=arn)
+    # WHEN a client connects with a token signed by it, and another with the local test secret
+    good = functions.connect.handler(connect_event("conn-s=", issue_token("erin", secret)), FakeLambdaContext())
+    bad = functions.connect.handler(connect_event("conn-t=", issue_token("erin", "test-signing-secret")),
+                                    FakeLambdaContext())
+    # THEN only the first is accepted, by the authorizer as by $connect
+    assert (good["statusCode"], bad["statusCode"]) == (200, 401)
+    policy = functions.authorizer.handler(authorizer_event("conn-u=", issue_token("erin", secret)), FakeLambdaContext())
+    assert policy["principalId"] == "erin"
