@@ -157,15 +157,12 @@ class ChatService:
             message=request["message"],
             created_at_ms=now_ms(),
         )
-        entry: Entry | None = None
-        created = False
         try:
-            entry = self.history.append(user_id, job.conversation_id, job.job_id, USER, job.message,
-                                        job.created_at_ms)
-            created = self.jobs.create(job)
+            self.history.append(user_id, job.conversation_id, job.job_id, USER, job.message, job.created_at_ms)
+            self.jobs.create(job)
             self._enqueue(job)
         except Exception as exc:
-            self._take_back(job, entry, created, tokens, exc)
+            self._take_back(job, tokens, exc)
             raise
         return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
                 "conversationId": job.conversation_id}
@@ -180,17 +177,18 @@ class ChatService:
         except Exception as exc:
             raise EnqueueFailed("the message could not be queued: please send it again") from exc
 
-    def _take_back(self, job: Job, entry: Entry | None, created: bool, tokens: int, cause: Exception) -> None:
+    def _take_back(self, job: Job, tokens: int, cause: Exception) -> None:
         """Undo what was written for a job that never reached the queue, best effort: the job is
-        marked failed (a final state, never half-written), the user's entry leaves the history (a
-        resend writes it again) and the tokens go back to the budget."""
+        marked failed (a final state, never left queued), the user's entry leaves the history (a
+        resend writes it again) and the tokens go back to the budget. A write that timed out may
+        still have landed, so each step checks what is there rather than what the code believes."""
         logger.warning("job not queued, taking it back", extra={"jobId": job.job_id, "cause": repr(cause)})
-        undo = []
-        if created:
-            undo.append(lambda: self.jobs.finish(job.job_id, FAILED, f"not queued: {cause}"[:500]))
-        if entry is not None:
-            undo.append(lambda: self.history.remove(job.user_id, job.conversation_id, entry))
-        undo.append(lambda: self.limits.refund_tokens(job.user_id, tokens))
+        entry = Entry(job.job_id, USER, job.message, job.created_at_ms)
+        undo = (
+            lambda: self.jobs.get(job.job_id) and self.jobs.finish(job.job_id, FAILED, f"not queued: {cause}"[:500]),
+            lambda: self.history.remove(job.user_id, job.conversation_id, entry),
+            lambda: self.limits.refund_tokens(job.user_id, tokens),
+        )
         for step in undo:
             try:
                 step()

@@ -21,6 +21,7 @@ def handler(event, context):
         chat.service().disconnect(connection_id)
     except Exception as exc:
         # The connection is gone either way; its registration expires with its TTL.
+        metrics.add_metric(name="DisconnectsNotRecorded", unit=MetricUnit.Count, value=1)
         return ws_events.failure(exc, logger).response()
     metrics.add_metric(name="ConnectionsClosed", unit=MetricUnit.Count, value=1)
     return ws_events.respond(200, protocol.disconnected())
