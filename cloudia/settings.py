@@ -98,6 +98,11 @@ class Settings:
     llm_model: str = ""
     llm_api_key: str = ""
     llm_api_key_secret_arn: str = ""
+    # The fallback provider's own endpoint, model and key (used while the primary's circuit is open).
+    llm_fallback_base_url: str = ""
+    llm_fallback_model: str = ""
+    llm_fallback_api_key: str = ""
+    llm_fallback_api_key_secret_arn: str = ""
     metrics_namespace: str = "CloudIa"
     resilience: Resilience = field(default_factory=Resilience)
 

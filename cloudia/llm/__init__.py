@@ -6,6 +6,7 @@ SDK retries are off (`max_retries=0`): the worker owns retries, through the queu
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
@@ -94,3 +95,14 @@ def build_provider(name: str, settings: Settings) -> LlmProvider:
         from cloudia.llm.fake import FakeProvider
         return FakeProvider()
     raise ValueError(f"unknown LLM provider {name!r} (expected openai, anthropic or fake)")
+
+
+def build_fallback_provider(settings: Settings) -> LlmProvider | None:
+    """The fallback provider (`LLM_FALLBACK_PROVIDER` with its `LLM_FALLBACK_*` endpoint, model and
+    key), or None if none is configured."""
+    if not settings.llm_fallback_provider:
+        return None
+    return build_provider(settings.llm_fallback_provider, dataclasses.replace(
+        settings, llm_base_url=settings.llm_fallback_base_url, llm_model=settings.llm_fallback_model,
+        llm_api_key=settings.llm_fallback_api_key,
+        llm_api_key_secret_arn=settings.llm_fallback_api_key_secret_arn))

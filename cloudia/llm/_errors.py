@@ -26,4 +26,6 @@ def classify(error: BaseException, sdk) -> LlmError:
         return PermanentLlmError(f"LLM refused the request ({status}): {error.message}", f"status_{status}")
     if isinstance(error, sdk.APIError):  # e.g. an error event inside a stream
         return TransientLlmError(f"LLM error: {error}", "stream_error")
-    return PermanentLlmError(f"unexpected LLM failure: {error!r}", "unexpected")
+    # Unknown failures are retried (bounded by the queue's receive limit) rather than dead-lettered
+    # at once: a bug in a dependency must not turn into lost answers.
+    return TransientLlmError(f"unexpected LLM failure: {error!r}", "unexpected")

@@ -64,6 +64,11 @@ class Harness:
         self.fake_llm = fake_llm
         self.recorder = recorder
         self.settings = self.configure()
+        # One event loop per test: the SDKs' async clients belong to the loop that first used them.
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coroutine):
+        return self.loop.run_until_complete(coroutine)
 
     def configure(self, provider: str = "openai", **resilience) -> Settings:
         base_url = self.fake_llm.openai_base_url if provider == "openai" else self.fake_llm.anthropic_base_url
@@ -160,7 +165,9 @@ class RunningWorker:
 
 @pytest.fixture
 def harness(settings, fake_llm, recorder):
-    return Harness(settings, fake_llm, recorder)
+    world = Harness(settings, fake_llm, recorder)
+    yield world
+    world.loop.close()
 
 
 @pytest.fixture

@@ -92,14 +92,12 @@ def test_context_comes_from_the_cache_and_else_from_history(harness, start_worke
     cache.put("bob", "c9", [{"role": USER, "content": "cached question", "jobId": "x"},
                             {"role": ASSISTANT, "content": "cached answer", "jobId": "x"}])
     processor = harness.processor()
-
-    import asyncio
     ana_job = harness.send_job("ana", "second question")
     bob_job = harness.send_job("bob", "next", conversation_id="c9")
 
     # WHEN the contexts are built
-    ana_context = asyncio.run(processor._context(ana_job))
-    bob_context = asyncio.run(processor._context(bob_job))
+    ana_context = harness.run(processor._context(ana_job))
+    bob_context = harness.run(processor._context(bob_job))
 
     # THEN ana's comes from DynamoDB (cache cold) and bob's from Redis, each ending with the new message once
     assert [m["content"] for m in ana_context] == ["first question", "first answer", "second question"]

@@ -15,7 +15,7 @@ from cloudia.connections import ConnectionRegistry
 from cloudia.context_cache import ContextCache
 from cloudia.history import HistoryStore
 from cloudia.jobs import JobStore
-from cloudia.llm import LlmProvider, build_provider
+from cloudia.llm import LlmProvider, build_fallback_provider, build_provider
 from cloudia.push import Pusher
 from cloudia.settings import Settings
 from worker.consumer import LONG_POLL_WAIT_S, Worker
@@ -43,10 +43,10 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
 
     primary = Route(provider or build_provider(settings.llm_provider, settings),
                     CircuitBreaker(redis, res, PRIMARY_BREAKER, on_transition))
+    fallback = fallback or build_fallback_provider(settings)
     fallback_route = None
-    if fallback is not None or settings.llm_fallback_provider:
-        fallback_route = Route(fallback or build_provider(settings.llm_fallback_provider, settings),
-                               CircuitBreaker(redis, res, FALLBACK_BREAKER, on_transition))
+    if fallback is not None:
+        fallback_route = Route(fallback, CircuitBreaker(redis, res, FALLBACK_BREAKER, on_transition))
     executor = ThreadPoolExecutor(max_workers=res.worker_concurrency + EXTRA_IO_THREADS, thread_name_prefix="io")
     processor = JobProcessor(
         settings,

@@ -191,8 +191,10 @@ class JobProcessor:
                                       f"{receive_count} attempts; last: {detail}", "exhausted")
             return DEAD_LETTERED
         delay_s = visibility_timeout_s(receive_count, self._res, retry_after_s)
-        if circuit_opened and breaker is not None:
+        has_other_route = self.fallback is not None and breaker is self.primary.breaker
+        if circuit_opened and breaker is not None and not has_other_route:
             # This failure opened the circuit: the job waits it out, and its user hears why now.
+            # (With a fallback provider it simply retries on the usual schedule, on the fallback.)
             delay_s = max(delay_s, math.ceil(await self.io(breaker.open_remaining_s)))
             await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
         await self._set_visibility(message, delay_s)

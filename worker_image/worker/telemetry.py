@@ -63,4 +63,5 @@ class WorkerMetrics:
 
     def flush(self) -> None:
         with self._lock:
-            self._metrics.flush_metrics()
+            if self._metrics.metric_set:  # an empty flush only prints a warning
+                self._metrics.flush_metrics()
