@@ -9,9 +9,8 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-import send_message
 from cloudia import chat, protocol, ws_events
-from cloudia.frames import History, Ping, SendMessage, parse_frame
+from cloudia.frames import FrameError, History, Ping, SendMessage, parse_frame
 
 logger = Logger()
 tracer = Tracer()
@@ -28,7 +27,8 @@ def handler(event, context):
         service = chat.service()
         frame = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
         if isinstance(frame, SendMessage):
-            return send_message.accept(event, context, frame)
+            # Its own route and function (with the grants to queue a job) take these frames.
+            raise FrameError("unexpected_action", "sendMessage frames go to the sendMessage route")
         if isinstance(frame, Ping):
             service.heartbeat(connection_id, ws_events.authorized_user(event))
             metrics.add_metric(name="Heartbeats", unit=MetricUnit.Count, value=1)

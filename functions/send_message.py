@@ -18,21 +18,14 @@ metrics = Metrics(namespace=ws_events.metrics_namespace())
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
-    return accept(event, context)
-
-
-def accept(event, context, frame: SendMessage | None = None) -> dict:
-    """The route's work, also used by the default route when a sendMessage frame reaches it."""
     try:
         connection_id = ws_events.require_connection_id(event)
         logger.append_keys(connectionId=connection_id)
         service = chat.service()
         service.bind_invocation(context)
-        if frame is None:
-            parsed = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
-            if not isinstance(parsed, SendMessage):
-                raise FrameError("unexpected_action", "this route takes sendMessage frames only")
-            frame = parsed
+        frame = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
+        if not isinstance(frame, SendMessage):
+            raise FrameError("unexpected_action", "this route takes sendMessage frames only")
         logger.append_keys(clientMessageId=frame.client_message_id)
         user_id = service.current_user(connection_id, ws_events.authorized_user(event))
         logger.append_keys(userId=user_id)

@@ -71,12 +71,14 @@ def test_history_without_since_returns_everything_and_only_the_users_own(functio
     assert [m["message"] for m in mine["messages"]] == ["mine"]
 
 
-def test_a_send_message_frame_reaching_the_default_route_is_still_queued(functions):
+def test_a_send_message_frame_reaching_the_default_route_is_refused_not_queued(functions):
+    # The sendMessage route's function alone has the grants to queue a job.
     connection = functions.open_connection("alice")
     frame = {"action": "sendMessage", "conversationId": "c", "clientMessageId": "m", "message": "hi"}
     response = functions.send(connection, frame, route_key="$default")
-    assert body_of(response)["event"] == "queued"
-    assert [j["message"] for j in functions.queued_jobs()] == ["hi"]
+    assert response["statusCode"] == 400
+    assert body_of(response)["reason"] == "unexpected_action"
+    assert functions.queued_jobs() == []
 
 
 @pytest.mark.parametrize("body, reason", [
