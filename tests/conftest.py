@@ -67,3 +67,36 @@ def resources(aws_env, redis_server):
 @pytest.fixture
 def settings(resources):
     return resources.settings
+
+
+@pytest.fixture(scope="session")
+def local_deployment():
+    """The `local` target really deployed with cdklocal to a fresh moto server (localhost:4566, or a
+    free port when something already listens there), shared by every test that needs it."""
+    from local_runtime.discovery import runtime_environment
+    from local_runtime.emulator import deploy_local, ensure_emulator, is_answering, endpoint_for
+    from tests.support.servers import free_port
+
+    port = 4566 if not is_answering(endpoint_for(4566)) else free_port()
+    endpoint, stop = ensure_emulator(port)
+    try:
+        deploy_local(endpoint, "dev", log=lambda line: None)
+        yield LocalDeployment(endpoint=endpoint, environment=runtime_environment(endpoint, "dev"))
+    finally:
+        stop()
+
+
+class LocalDeployment:
+    def __init__(self, endpoint: str, environment: dict[str, str]):
+        self.endpoint = endpoint
+        # The environment the deployed functions run with (queue URLs, table names, settings).
+        self.environment = environment
+
+    def client(self, service: str):
+        import boto3
+
+        from local_runtime.emulator import aws_environment
+
+        env = aws_environment(self.endpoint)
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=env["AWS_REGION"],
+                            aws_access_key_id="test", aws_secret_access_key="test")

@@ -58,8 +58,9 @@ class ChatFunctions(Construct):
         self.functions: dict[str, lambda_.Function] = {}
         for module, purpose in HANDLERS.items():
             log_group = retained_log_group(self, f"{_pascal(module)}Logs", config)
+            # "...Function": a construct id of plain "Default" would be special to the CDK.
             self.functions[module] = lambda_.Function(
-                self, _pascal(module),
+                self, f"{_pascal(module)}Function",
                 description=f"cloud-ia {purpose}",
                 runtime=RUNTIME,
                 architecture=ARCHITECTURE,

@@ -1,0 +1,130 @@
+"""The functions (both targets) and the WebSocket API (aws target)."""
+import json
+
+from aws_cdk.assertions import Match
+
+HANDLERS = {"authorizer", "connect", "disconnect", "send_message", "default"}
+
+
+def functions(synth) -> dict:
+    found = synth.templates["api"].find_resources("AWS::Lambda::Function")
+    return {v["Properties"]["Handler"].split(".")[0]: v["Properties"] for v in found.values()}
+
+
+def test_one_function_per_route_handler(any_synth):
+    assert set(functions(any_synth)) == HANDLERS
+
+
+def test_functions_time_out_at_29_seconds(any_synth):
+    assert {p["Timeout"] for p in functions(any_synth).values()} == {29}
+
+
+def test_functions_use_a_current_python_runtime(any_synth):
+    for props in functions(any_synth).values():
+        major, minor = props["Runtime"].removeprefix("python").split(".")
+        assert (int(major), int(minor)) >= (3, 12)
+
+
+def test_functions_have_reserved_concurrency_as_a_cost_cap(any_synth):
+    assert {p["ReservedConcurrentExecutions"] for p in functions(any_synth).values()} == {10}
+
+
+def test_functions_are_traced_and_carry_powertools_settings(any_synth):
+    for props in functions(any_synth).values():
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        env = props["Environment"]["Variables"]
+        assert env["POWERTOOLS_SERVICE_NAME"] == "chat-api"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "CloudIa"
+        assert env["REDIS_TIMEOUT_MS"] == "500" and env["DYNAMODB_TIMEOUT_MS"] == "1000"
+
+
+def test_functions_learn_names_from_the_state_stack(any_synth):
+    env = functions(any_synth)["send_message"]["Environment"]["Variables"]
+    for key in ("JOBS_QUEUE_URL", "HISTORY_TABLE", "JOBS_TABLE", "IDEMPOTENCY_TABLE"):
+        assert "Fn::ImportValue" in json.dumps(env[key]), key
+
+
+def test_function_logs_are_retained_30_days(any_synth):
+    groups = any_synth.templates["api"].find_resources("AWS::Logs::LogGroup")
+    function_groups = [g for k, g in groups.items() if k.startswith("Functions")]
+    assert len(function_groups) == len(HANDLERS)
+    assert {g["Properties"]["RetentionInDays"] for g in function_groups} == {30}
+
+
+def policy_actions(synth, handler: str) -> set[str]:
+    """Every action the handler's role is allowed, from its default policy."""
+    template = synth.templates["api"]
+    role_ref = next(v["Properties"]["Role"]["Fn::GetAtt"][0]
+                    for v in template.find_resources("AWS::Lambda::Function").values()
+                    if v["Properties"]["Handler"] == f"{handler}.handler")
+    actions = set()
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        if {"Ref": role_ref} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                found = statement["Action"]
+                actions.update([found] if isinstance(found, str) else found)
+    return actions
+
+
+def test_only_send_message_may_enqueue_and_write_jobs(any_synth):
+    assert "sqs:SendMessage" in policy_actions(any_synth, "send_message")
+    for handler in HANDLERS - {"send_message"}:
+        actions = policy_actions(any_synth, handler)
+        assert not any(a.startswith("sqs:") for a in actions), handler
+        assert "dynamodb:PutItem" not in actions, handler
+
+
+def test_default_route_only_reads_history(any_synth):
+    actions = policy_actions(any_synth, "default")
+    assert "dynamodb:Query" in actions
+    assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & actions
+
+
+def test_functions_reach_redis_inside_the_vpc_on_aws(aws_synth):
+    for props in functions(aws_synth).values():
+        assert props["VpcConfig"]["SubnetIds"]
+        env = props["Environment"]["Variables"]
+        assert json.dumps(env["REDIS_URL"]).startswith('{"Fn::Join"') and "rediss://" in json.dumps(env["REDIS_URL"])
+        assert "REDIS_AUTH_SECRET_ARN" in env and "AUTH_SECRET_ARN" in env and "AUTH_SECRET" not in env
+
+
+def test_local_functions_use_local_redis_and_a_local_secret(local_synth):
+    for props in functions(local_synth).values():
+        assert "VpcConfig" not in props
+        env = props["Environment"]["Variables"]
+        assert env["REDIS_URL"] == "redis://localhost:6379/0"
+        assert env["AUTH_SECRET"] and "AUTH_SECRET_ARN" not in env
+
+
+def test_websocket_api_routes_by_action(aws_synth):
+    template = aws_synth.templates["api"]
+    template.has_resource_properties("AWS::ApiGatewayV2::Api", {
+        "ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"})
+    routes = {r["Properties"]["RouteKey"] for r in template.find_resources("AWS::ApiGatewayV2::Route").values()}
+    assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "ping", "history", "resume"}
+
+
+def test_connect_route_is_guarded_by_the_token_authorizer(aws_synth):
+    template = aws_synth.templates["api"]
+    template.has_resource_properties("AWS::ApiGatewayV2::Authorizer", {
+        "AuthorizerType": "REQUEST", "IdentitySource": ["route.request.querystring.token"]})
+    template.has_resource_properties("AWS::ApiGatewayV2::Route", {
+        "RouteKey": "$connect", "AuthorizationType": "CUSTOM", "AuthorizerId": Match.any_value()})
+
+
+def test_message_routes_return_the_handler_reply(aws_synth):
+    template = aws_synth.templates["api"]
+    responses = template.find_resources("AWS::ApiGatewayV2::RouteResponse")
+    assert len(responses) == 5  # $default, sendMessage, ping, history, resume
+
+
+def test_stage_is_throttled_and_access_logged(aws_synth):
+    aws_synth.templates["api"].has_resource_properties("AWS::ApiGatewayV2::Stage", {
+        "DefaultRouteSettings": Match.object_like({"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100}),
+        "AccessLogSettings": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("connectionId")},
+    })
+
+
+def test_token_signing_secret_is_generated_not_written(aws_synth):
+    aws_synth.templates["api"].has_resource_properties("AWS::SecretsManager::Secret", {
+        "GenerateSecretString": Match.object_like({"PasswordLength": 64})})
