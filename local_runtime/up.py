@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = "local"
+# The deployment stage of the `local` target (stack names cloudia-local-{stage}-...).
+STAGE = os.environ.get("CLOUDIA_STAGE", "dev")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 # The local signing secret for connection tokens when the deployment does not provide one.
@@ -272,11 +273,11 @@ def deploy(endpoint: str) -> dict[str, str]:
     from local_runtime import discovery, emulator
 
     try:
-        emulator.deploy_local(endpoint, STAGE)
+        emulator.deploy_local(endpoint, STAGE, log=detail)
     except Exception as exc:  # noqa: BLE001
         raise StepFailed(f"cdklocal deploy to {endpoint} failed: {exc}",
-                         "run `make deps` (installs the CDK CLI and cdklocal), then `make up` again; "
-                         "`npx cdklocal deploy` shows the full error") from exc
+                         "read the error above; if the CDK CLI or cdklocal is missing, `make deps` installs "
+                         "them; then `make up` again") from exc
     try:
         return discovery.runtime_environment(endpoint, STAGE)
     except Exception as exc:  # noqa: BLE001

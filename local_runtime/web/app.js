@@ -154,7 +154,11 @@
       case "error":
         if (turn.state === "answered") break;
         // While the circuit is open the job is kept and answered later; anything else is final.
-        setState(turn, frame.reason === CIRCUIT_OPEN ? "held" : "failed", frame.message || "failed");
+        if (frame.reason === CIRCUIT_OPEN) {
+          setState(turn, "held", `${frame.message} Kept: it will be answered when the LLM is back.`);
+        } else {
+          setState(turn, "failed", frame.message || "failed");
+        }
         break;
       default:
         break;

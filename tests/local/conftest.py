@@ -23,7 +23,7 @@ FAST_RESILIENCE = {
     "BREAKER_WINDOW_S": "10",
     "BACKOFF_BASE_S": "0.5",
     "BACKOFF_MAX_S": "2",
-    "LLM_TIMEOUT_S": "3",
+    "LLM_TIMEOUT_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
 }
 

@@ -29,7 +29,7 @@ def page():
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 980, "height": 720})
+        context = browser.new_context(viewport={"width": 980, "height": 560})
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         yield page
