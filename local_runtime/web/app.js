@@ -3,10 +3,13 @@
 "use strict";
 
 (() => {
-  const PING_INTERVAL_MS = 30000;      // heartbeat; API Gateway drops a connection idle for 10 min
-  const PONG_TIMEOUT_MS = 10000;       // no pong within this: the connection is dead, reconnect
-  const BACKOFF_BASE_MS = 500;         // reconnect delays: 0.5 s, 1 s, 2 s ... capped, full jitter
-  const BACKOFF_CAP_MS = 30000;
+  // Each interval can be overridden from the page's query string (?ping_ms=...), for tests and demos.
+  const query = new URLSearchParams(location.search);
+  const setting = (name, fallback) => Number(query.get(name)) || fallback;
+  const PING_INTERVAL_MS = setting("ping_ms", 30000);   // heartbeat; API Gateway drops a connection idle 10 min
+  const PONG_TIMEOUT_MS = setting("pong_timeout_ms", 10000); // no pong within this: dead, reconnect
+  const BACKOFF_BASE_MS = setting("backoff_ms", 500);   // reconnect delays: 0.5 s, 1 s, 2 s ... capped, full jitter
+  const BACKOFF_CAP_MS = setting("backoff_cap_ms", 30000);
   const HISTORY_MARGIN_MS = 30000;     // ask a little further back than the last event (clock skew)
   const CIRCUIT_OPEN = "circuit_open";
 
@@ -37,7 +40,7 @@
   const turnsByClientId = new Map();
   const turnsByJobId = new Map();
   const earlyEvents = new Map();   // jobId -> events that arrived before their `queued`
-  const outbox = [];               // frames written while offline, sent on the next connection
+  const outbox = [];               // turns written while offline, sent on the next connection
 
   let ws = null;
   let attempt = 0;
@@ -57,7 +60,7 @@
     const node = $("turn").content.firstElementChild.cloneNode(true);
     node.dataset.clientId = clientMessageId;
     node.querySelector(".bubble.user .text").textContent = text;
-    const turn = { node, clientMessageId, jobId: null, state: null, answer: "" };
+    const turn = { node, clientMessageId, jobId: null, state: null, answer: "", frame: null };
     turnsByClientId.set(clientMessageId, turn);
     log.appendChild(node);
     return turn;
@@ -220,6 +223,7 @@
     socket.onopen = () => {
       if (ws !== socket) return;
       attempt = 0;
+      statusBox.dataset.connections = String(Number(statusBox.dataset.connections || 0) + 1);
       setStatus("online", `online as ${user}`);
       const wasReconnect = everConnected;
       everConnected = true;
@@ -277,9 +281,14 @@
   }
 
   function flushOutbox() {
+    // A message sent just before the connection dropped may never have arrived: send it again.
+    // The backend accepts a clientMessageId once, so a message that did arrive is not queued twice.
+    for (const turn of turnsByClientId.values()) {
+      if (turn.state === "sending" && !turn.jobId && turn.frame) send(turn.frame);
+    }
     while (outbox.length && ws && ws.readyState === WebSocket.OPEN) {
-      const { frame, turn } = outbox.shift();
-      send(frame);
+      const turn = outbox.shift();
+      send(turn.frame);
       if (turn.state === "waiting") setState(turn, "sending");
     }
   }
@@ -291,9 +300,9 @@
     if (!text) return;
     const clientMessageId = uuid();
     const turn = newTurn(clientMessageId, text);
-    const frame = { action: "sendMessage", conversationId, clientMessageId, message: text };
-    if (send(frame)) setState(turn, "sending");
-    else { setState(turn, "waiting"); outbox.push({ frame, turn }); }
+    turn.frame = { action: "sendMessage", conversationId, clientMessageId, message: text };
+    if (send(turn.frame)) setState(turn, "sending");
+    else { setState(turn, "waiting"); outbox.push(turn); }
     messageInput.value = "";
     autosize();
     scrollDown();

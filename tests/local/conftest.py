@@ -78,12 +78,17 @@ class RunningStack:
         return "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in self.stack.children)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gateway_args(*args): extra command-line flags for the local gateway")
+
+
 @pytest.fixture
-def local_stack(resources, tmp_path: Path):
+def local_stack(request, resources, tmp_path: Path):
     ports = up.Ports(gateway=free_port(), emulator=0, redis=0, llm=free_port())
     runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE, "AUTH_SECRET": "test-signing-secret"}
     stack = up.LocalStack(tmp_path)
-    gateway_args = ["--heartbeat-s", "5"]
+    marker = request.node.get_closest_marker("gateway_args")
+    gateway_args = ["--heartbeat-s", "5", *(marker.args if marker else ())]
     try:
         env = up.start_services(stack, runtime_env, ports, aws_endpoint=os.environ["AWS_ENDPOINT_URL"],
                                 gateway_args=gateway_args)

@@ -54,8 +54,8 @@ def wait_until(check, timeout_s: float, what: str) -> None:
 
 def test_chat_then_an_answer_completed_while_the_gateway_was_away_is_shown_after_reconnect(local_stack, page,
                                                                                            settings):
-    # GIVEN the page, connected
-    page.goto(local_stack.page)
+    # GIVEN the page, connected (reconnect delays capped at 2 s to keep the test short)
+    page.goto(local_stack.page + "?backoff_cap_ms=2000")
     page.wait_for_selector("#status[data-status=online]")
     # WHEN the person sends a message THEN the page shows it answered
     first = send(page, "hello from the browser")
@@ -73,13 +73,17 @@ def test_chat_then_an_answer_completed_while_the_gateway_was_away_is_shown_after
     page.wait_for_selector("#status[data-status=reconnecting]")
     # AND the job is answered meanwhile (nobody to push it to)
     jobs = JobStore(boto3.client("dynamodb"), settings.jobs_table, Resilience())
+    started = time.monotonic()
     wait_until(lambda: (jobs.get(job_id) or {}).get("status") == ANSWERED, 30, "the job answered")
     assert second.get_attribute("data-state") != "answered"
+    print(f"answered {time.monotonic() - started:.1f} s after the gateway stopped")
     # AND the gateway comes back
     local_stack.start_gateway()
+    back = time.monotonic()
     # THEN the page reconnects by itself and shows the answer it missed
     page.wait_for_selector("#status[data-status=online]")
     page.wait_for_selector(f'.turn[data-job-id="{job_id}"][data-state=answered]')
+    print(f"shown {time.monotonic() - back:.1f} s after the gateway came back")
     assert "answer me while I am away" in second.locator(".bubble.assistant").inner_text()
     assert page.locator(".turn").count() == 2  # nothing shown twice
 
@@ -105,3 +109,19 @@ def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_w
     page.wait_for_selector(".turn[data-state=answered] >> nth=1", timeout=60_000)
     assert held.get_attribute("data-state") == "answered"
     assert "Are you still there?" in held.locator(".bubble.assistant").inner_text()
+
+
+@pytest.mark.gateway_args("--idle-timeout-s", "2")
+def test_the_pages_heartbeat_keeps_an_idle_connection_open(local_stack, page):
+    # GIVEN a gateway that closes a connection idle for 2 s, and a second page that pings too rarely
+    page.goto(local_stack.page + "?ping_ms=500")
+    rare = page.context.new_page()
+    rare.goto(local_stack.page + "?ping_ms=600000&backoff_ms=100&backoff_cap_ms=200")
+    for p in (page, rare):
+        p.wait_for_selector("#status[data-status=online]")
+    # WHEN both stay idle well past the timeout
+    time.sleep(5)
+    # THEN the heartbeat kept the first on its one connection, while the second was dropped and reconnected
+    assert page.get_attribute("#status", "data-connections") == "1"
+    assert page.get_attribute("#status", "data-status") == "online"
+    assert int(rare.get_attribute("#status", "data-connections")) >= 2
