@@ -104,13 +104,16 @@ class Settings:
     llm_fallback_api_key: str = ""
     llm_fallback_api_key_secret_arn: str = ""
     metrics_namespace: str = "CloudIa"
+    # SQS long-poll wait of the worker (20 s, the most SQS allows: an idle worker costs 3 requests a
+    # minute). A shutdown that hands jobs back first lets an open poll end, so keep it below the grace.
+    worker_poll_wait_s: int = 20
     resilience: Resilience = field(default_factory=Resilience)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         kwargs = {
-            f.name: env[f.name.upper()]
+            f.name: _coerce(type(f.default), env[f.name.upper()])
             for f in dataclasses.fields(cls)
             if f.name != "resilience" and f.name.upper() in env
         }

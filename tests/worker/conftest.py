@@ -74,7 +74,7 @@ class Harness:
         base_url = self.fake_llm.openai_base_url if provider == "openai" else self.fake_llm.anthropic_base_url
         self.settings = dataclasses.replace(
             self.base_settings, ws_management_endpoint=self.recorder.url, llm_provider=provider,
-            llm_base_url=base_url, llm_api_key="test-key", llm_model="fake-model",
+            llm_base_url=base_url, llm_api_key="test-key", llm_model="fake-model", worker_poll_wait_s=1,
             resilience=dataclasses.replace(self.base_settings.resilience, **{**FAST, **resilience}))
         return self.settings
 

@@ -58,7 +58,8 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
     )
-    return Worker(settings, processor, aws.sqs_long_poll(res, LONG_POLL_WAIT_S), metrics, executor,
+    return Worker(settings, processor, aws.sqs_long_poll(res, max(LONG_POLL_WAIT_S, settings.worker_poll_wait_s)),
+                  metrics, executor,
                   health_path or health_file())
 
 

@@ -26,7 +26,7 @@ from worker.healthcheck import touch
 from worker.processor import JobProcessor
 from worker.telemetry import WorkerMetrics, logger
 
-# SQS long polling: the longest wait SQS allows; an empty queue costs one request per 20 s.
+# SQS long polling: the longest wait SQS allows (the default of `Settings.worker_poll_wait_s`).
 LONG_POLL_WAIT_S = 20
 # A probe slot is held while polling for its job: poll briefly so the slot is soon used or returned.
 PROBE_POLL_WAIT_S = 2
@@ -68,6 +68,9 @@ class Worker:
         self._executor = executor
         self._health_file = health_file
         self._in_flight: set[asyncio.Task] = set()
+        self._poll_wait_s = max(0, min(LONG_POLL_WAIT_S, settings.worker_poll_wait_s))
+        self._open_poll: asyncio.Future | None = None
+        self._hand_backs: set[asyncio.Task] = set()
         self._stop: asyncio.Event | None = None
         self._signals = 0
         self.outcomes: dict[str, int] = {}
@@ -122,12 +125,12 @@ class Worker:
             return
         permit = await self._processor.io(self._processor.primary.breaker.acquire)
         if permit.allowed and permit.state == CLOSED:
-            await self._receive_and_start(min(free, MAX_MESSAGES_PER_RECEIVE), LONG_POLL_WAIT_S, None)
+            await self._receive_and_start(min(free, MAX_MESSAGES_PER_RECEIVE), self._poll_wait_s, None)
         elif permit.allowed and permit.state == HALF_OPEN:
-            await self._receive_and_start(1, PROBE_POLL_WAIT_S, permit)
+            await self._receive_and_start(1, min(PROBE_POLL_WAIT_S, self._poll_wait_s), permit)
         elif self._processor.fallback is not None:
             # The fallback provider answers while the primary is open: keep taking jobs.
-            await self._receive_and_start(min(free, MAX_MESSAGES_PER_RECEIVE), LONG_POLL_WAIT_S, None)
+            await self._receive_and_start(min(free, MAX_MESSAGES_PER_RECEIVE), self._poll_wait_s, None)
         else:
             wait_s = min(CIRCUIT_OPEN_RECHECK_S, permit.retry_after_s or CIRCUIT_OPEN_RECHECK_S)
             if permit.state == OPEN:
@@ -146,6 +149,7 @@ class Worker:
             stop_wait.cancel()
         if not receive.done():
             # Stopping mid-poll: whatever the poll still returns goes straight back to the queue.
+            self._open_poll = receive
             receive.add_done_callback(lambda f: self._hand_back_later(f, probe))
             return
         try:
@@ -182,20 +186,28 @@ class Worker:
 
     async def _drain(self) -> None:
         """Give in-flight jobs the grace period, then hand the rest back to the queue."""
-        if not self._in_flight:
-            return
-        done, pending = await asyncio.wait(set(self._in_flight), timeout=self._res.worker_shutdown_grace_s)
-        if pending:
-            logger.warning("shutdown grace over: handing jobs back to the queue", extra={"jobs": len(pending)})
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=HAND_BACK_S)
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=self._res.worker_shutdown_grace_s)
+            if pending:
+                logger.warning("shutdown grace over: handing jobs back to the queue", extra={"jobs": len(pending)})
+                # A long poll still open would take the handed-back messages and leave with them
+                # (invisible until their timeout): let it end first; its own catch is handed back too.
+                if self._open_poll is not None and not self._open_poll.done():
+                    await asyncio.wait({self._open_poll}, timeout=self._poll_wait_s + HAND_BACK_S)
+                    await asyncio.sleep(0)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=HAND_BACK_S)
+        if self._hand_backs:
+            await asyncio.wait(set(self._hand_backs), timeout=HAND_BACK_S)
 
     def _hand_back_later(self, receive: asyncio.Future, probe: Permit | None) -> None:
         if receive.cancelled() or receive.exception() is not None:
             return
         for message in receive.result().get("Messages", []):
-            asyncio.ensure_future(self._hand_back(message))
+            task = asyncio.ensure_future(self._hand_back(message))
+            self._hand_backs.add(task)
+            task.add_done_callback(self._hand_backs.discard)
         if probe is not None:
             asyncio.ensure_future(self._processor.io(self._processor.primary.breaker.release, probe))
 

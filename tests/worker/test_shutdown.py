@@ -1,0 +1,107 @@
+"""Graceful shutdown of the worker process (`python -m worker`, as the container runs it): SIGTERM
+finishes in-flight jobs, hands back what cannot finish within the grace, a second signal exits at
+once; no job is lost on any path."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cloudia.jobs import ANSWERED, QUEUED
+from cloudia.settings import Settings, resilience_env
+from tests.worker.conftest import ROOT, WORKER_PATH, wait_until
+
+
+def worker_env(settings: Settings, health_file: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in vars(settings).items():
+        if name != "resilience":
+            env[name.upper()] = str(value)
+    env.update(resilience_env(settings.resilience))
+    env.update(PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(ROOT)]), HEALTH_FILE=health_file)
+    return env
+
+
+@pytest.fixture
+def worker_process(tmp_path):
+    processes: list[subprocess.Popen] = []
+
+    def start(settings: Settings) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env(settings, str(tmp_path / "hb")),
+                                   stdout=open(tmp_path / "worker.log", "ab"), stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _in_flight_at_provider(harness):
+    wait_until(lambda: harness.fake_llm.stats()["requests"] >= 1, timeout_s=20, what="the LLM call to start")
+
+
+def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
+    # GIVEN a worker in the middle of a 1.5 s LLM call
+    settings = harness.configure(worker_shutdown_grace_s=10.0, llm_timeout_s=5.0)
+    harness.fake_llm.set_faults(latency_ms=1500)
+    job = harness.send_job("ana", "finish me")
+    process = worker_process(settings)
+    _in_flight_at_provider(harness)
+
+    # WHEN ECS stops the task
+    process.send_signal(signal.SIGTERM)
+
+    # THEN the worker finishes the job, then exits cleanly within the grace period
+    assert process.wait(timeout=15) == 0
+    assert harness.jobs.get(job.job_id)["status"] == ANSWERED
+    assert harness.queue_counts() == (0, 0)
+    assert harness.fake_llm.stats()["requests"] == 1
+
+
+def test_job_beyond_the_grace_period_is_handed_back_to_the_queue(harness, worker_process):
+    # GIVEN a job whose LLM call outlasts the 1 s grace
+    settings = harness.configure(worker_shutdown_grace_s=1.0, llm_timeout_s=8.0)
+    harness.fake_llm.set_faults(latency_ms=6000)
+    job = harness.send_job("ana", "too slow")
+    process = worker_process(settings)
+    _in_flight_at_provider(harness)
+
+    # WHEN the worker is stopped
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+
+    # THEN it exits within the grace (plus the hand-back), and the job is at once visible again
+    assert process.wait(timeout=10) == 0
+    print("exit after", time.monotonic() - started, harness.queue_counts())
+    assert time.monotonic() - started < 5.0
+    messages = harness.receive()
+    assert [m["Body"] for m in messages] == [job.to_json()]
+    assert harness.jobs.get(job.job_id)["status"] == QUEUED
+
+
+def test_second_signal_exits_at_once_and_the_job_stays_in_the_queue(harness, worker_process):
+    # GIVEN a job in flight and a long grace
+    settings = harness.configure(worker_shutdown_grace_s=30.0, llm_timeout_s=8.0)
+    harness.fake_llm.set_faults(latency_ms=6000)
+    job = harness.send_job("ana", "impatient operator")
+    process = worker_process(settings)
+    _in_flight_at_provider(harness)
+
+    # WHEN two signals arrive
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+
+    # THEN it exits at once, and the undeleted message reappears after its visibility timeout
+    assert process.wait(timeout=5) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 3.0
+    assert harness.queue_counts() == (0, 1)
+    assert harness.jobs.get(job.job_id)["status"] == QUEUED
