@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from cloudia import aws, redis_client
+from cloudia.breaker import circuit_is_open
 from cloudia.connections import ConnectionRegistry
 from cloudia.frames import History, SendMessage
 from cloudia.history import USER, Entry, HistoryStore
@@ -65,6 +66,7 @@ class ChatService:
     def __init__(self, settings: Settings, redis, dynamodb, sqs):
         resilience = settings.resilience
         self.settings = settings
+        self._redis = redis
         self.connections = ConnectionRegistry(redis, resilience.connection_ttl_s)
         self.history = HistoryStore(dynamodb, settings.history_table, resilience)
         self.jobs = JobStore(dynamodb, settings.jobs_table, resilience)
@@ -196,6 +198,10 @@ class ChatService:
                 logger.exception("could not undo part of a job that was not queued", extra={"jobId": job.job_id})
 
     # History
+    def llm_circuit_is_open(self) -> bool:
+        """The worker fleet's shared breaker state: a sender hears at once that its job must wait."""
+        return circuit_is_open(self._redis)
+
     def history_since(self, user_id: str, frame: History) -> list[Entry]:
         return self.history.since(user_id, frame.conversation_id, frame.since, limit=HISTORY_PAGE_SIZE)
 

@@ -35,6 +35,11 @@ def handler(event, context):
         _count_rejection(refused.reason, budget=isinstance(exc, BudgetExceeded))
         return refused.response()
     logger.append_keys(jobId=accepted.job_id)
+    if service.llm_circuit_is_open():
+        # The job is queued and kept; the worker takes it when the circuit closes again.
+        logger.info("message queued while the LLM circuit is open")
+        metrics.add_metric(name="MessagesHeldByOpenCircuit", unit=MetricUnit.Count, value=1)
+        return ws_events.respond(200, protocol.circuit_open(accepted.job_id))
     if accepted.replayed:
         logger.info("resend answered with the job already queued")
         metrics.add_metric(name="MessagesResent", unit=MetricUnit.Count, value=1)

@@ -243,3 +243,22 @@ def test_when_the_enqueue_fails_the_user_is_told_and_no_job_is_left_half_written
     new_job_id = body_of(retry)["jobId"]
     assert new_job_id != rows[0]["jobId"]
     assert [j["job_id"] for j in functions.queued_jobs()] == [new_job_id]
+
+
+def test_a_sender_hears_at_once_that_the_llm_circuit_is_open_and_the_job_is_kept(functions):
+    from cloudia.breaker import CircuitBreaker
+    from cloudia.protocol import CIRCUIT_OPEN_MESSAGE
+
+    # GIVEN a worker's breaker (sharing this Redis) opened by failing LLM calls
+    breaker = CircuitBreaker(functions.redis, functions.settings.resilience)
+    for _ in range(functions.settings.resilience.breaker_min_calls):
+        breaker.record(breaker.acquire(), succeeded=False, duration_s=0.1)
+    connection = functions.open_connection("alice")
+    # WHEN alice sends a message
+    event = body_of(functions.send(connection, frame("are you there?")))
+    # THEN she gets the seed's circuit-breaker event for her job at once
+    assert event["event"] == "error" and event["message"] == CIRCUIT_OPEN_MESSAGE
+    assert event["reason"] == "circuit_open"
+    # AND the job is kept on the queue for when the circuit closes
+    [job] = functions.queued_jobs()
+    assert job["job_id"] == event["jobId"]
