@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.components.functions import ChatFunctions
@@ -25,6 +26,10 @@ class ApiStack(Stack):
                 generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64,
                                                                             exclude_punctuation=True),
             )
+            NagSuppressions.add_resource_suppressions(auth_secret, [NagPackSuppression(
+                id="AwsSolutions-SMG4", reason=(
+                    "Rotating the signing secret invalidates every connection token at once; it is "
+                    "rotated by hand in a planned window (tokens live one hour)."))])
         self.functions = ChatFunctions(self, "Functions", config=config, jobs=jobs, tables=tables,
                                        redis=redis, auth_secret=auth_secret)
         self.websocket: ChatWebSocketApi | None = None

@@ -11,6 +11,7 @@ from aws_cdk import Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.config import AppConfig
@@ -69,6 +70,18 @@ class RedisCache(Construct):
             port=REDIS_PORT,
             snapshot_retention_limit=1 if config.is_prod else 0,
         )
+        NagSuppressions.add_resource_suppressions(self.replication_group, [
+            NagPackSuppression(id="AwsSolutions-AEC5", reason=(
+                "A non-default port hides nothing here: only the client security group can connect, "
+                "from inside the VPC, over TLS and with the AUTH token.")),
+            *([] if config.is_prod else [NagPackSuppression(id="AwsSolutions-AEC4", reason=(
+                "dev runs a single node for cost; prod runs a replica in a second AZ with automatic "
+                "failover (AppConfig.is_prod)."))]),
+        ])
+        NagSuppressions.add_resource_suppressions(self.auth_secret, [NagPackSuppression(
+            id="AwsSolutions-SMG4", reason=(
+                "ElastiCache has no managed rotation for AUTH tokens: a rotation must change the "
+                "replication group (AuthTokenUpdateStrategy ROTATE) in step; rotate by redeploying."))])
         address = self.replication_group.attr_primary_end_point_address
         self.endpoint = RedisEndpoint(
             url=f"rediss://{Token.as_string(address)}:{REDIS_PORT}/0",

@@ -8,6 +8,7 @@ from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_iam as iam
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.components.functions import ChatFunctions
@@ -74,6 +75,16 @@ class ChatWebSocketApi(Construct):
             managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
                 "service-role/AmazonAPIGatewayPushToCloudWatchLogs")],
         )
+        NagSuppressions.add_resource_suppressions(logs_role, [NagPackSuppression(
+            id="AwsSolutions-IAM4", reason=(
+                "AWS's policy for API Gateway's account-level logging role; it only writes logs."),
+            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"])])
+        # API Gateway accepts an authorizer on $connect only; later frames ride the authorized connection.
+        NagSuppressions.add_resource_suppressions(self.api, [NagPackSuppression(
+            id="AwsSolutions-APIG4", reason=(
+                "A WebSocket API authorizes once, on $connect (the token authorizer); API Gateway allows "
+                "no authorizer on other routes, which run on the already authorized connection."))],
+            apply_to_children=True)
         account_settings = apigw_v1.CfnAccount(self, "Account", cloud_watch_role_arn=logs_role.role_arn)
         self.stage.node.add_dependency(account_settings)
 

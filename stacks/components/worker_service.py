@@ -8,6 +8,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from cloudia.settings import resilience_env
@@ -96,6 +97,21 @@ class WorkerService(Construct):
         if redis.auth_secret is not None:
             redis.auth_secret.grant_read(task.task_role)
         api.grant_manage_connections(task.task_role)
+
+        NagSuppressions.add_resource_suppressions(self.llm_api_key, [NagPackSuppression(
+            id="AwsSolutions-SMG4", reason=(
+                "A key issued by the LLM provider: Secrets Manager cannot rotate it; it is replaced by "
+                "hand when the provider issues a new one."))])
+        NagSuppressions.add_resource_suppressions(task, [
+            NagPackSuppression(id="AwsSolutions-ECS2", reason=(
+                "The environment holds only names, URLs and settings; the secrets (LLM key, Redis AUTH) "
+                "are read from Secrets Manager by ARN at start-up.")),
+            NagPackSuppression(id="AwsSolutions-IAM5", reason=(
+                "ecr:GetAuthorizationToken has no resource-level permission (execution role); the "
+                "Management API grant covers @connections of this API stage, whose ids are not known "
+                "in advance."),
+                applies_to=["Resource::*", {"regex": "/^Resource::arn:<AWS::Partition>:execute-api:.*/g"}]),
+        ], apply_to_children=True)
 
         # Scale on the backlog: one more task per `worker_scale_out_backlog` waiting jobs.
         scaling = self.service.auto_scale_task_count(min_capacity=config.worker_min_tasks,
