@@ -9,9 +9,10 @@ import pytest
 from aws_cdk.assertions import Annotations, Match
 
 
-def test_no_unsuppressed_cdk_nag_finding(any_synth):
+@pytest.mark.parametrize("synth_name", ["aws_synth", "aws_prod_synth", "local_synth"])
+def test_no_unsuppressed_cdk_nag_finding(synth_name, request):
     findings = []
-    for stack in any_synth.stacks.values():
+    for stack in request.getfixturevalue(synth_name).stacks.values():
         annotations = Annotations.from_stack(stack)
         for found in (annotations.find_error("*", Match.string_like_regexp("AwsSolutions-.*")),
                       annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))):
