@@ -2,7 +2,7 @@
 
 A job reaches the DLQ in one of two ways:
   * the worker sends a permanently failed job there itself, with the message attribute
-    `failureReason` saying why;
+    `failureReason` saying why (and `failureClass`; both names are matched case-insensitively);
   * SQS moves it there after `maxReceiveCount` (5) receives; such a message has no reason of its
     own, so it is shown as "max receives exceeded" with its `ApproximateReceiveCount`.
 
@@ -21,8 +21,8 @@ Moving messages back
        run: it is only deleted, never sent again;
     2. the rest are sent to the jobs queue with the same body and message attributes plus
        `redriveId` = the DLQ MessageId (a deterministic marker: the same DLQ message always carries
-       the same id, so a consumer or an operator can recognise a copy). `failureReason` is dropped:
-       it described the last failure, and a new failure records its own. A new message on the jobs
+       the same id, so a consumer or an operator can recognise a copy). `failureReason` and
+       `failureClass` are dropped: they described the last failure, and a new one records its own. A new message on the jobs
        queue starts with a receive count of 0;
     3. the ids SQS accepted are appended to the journal and fsync'ed;
     4. only then are they deleted from the DLQ, and the deletions are appended to the journal.
@@ -64,6 +64,10 @@ from cloudia.jobs import Job, now_ms
 from cloudia.settings import Resilience
 
 FAILURE_REASON_ATTRIBUTE = "failureReason"
+FAILURE_CLASS_ATTRIBUTE = "failureClass"
+# Attributes that describe the last failure: read case-insensitively (the worker may spell them
+# "FailureReason"), and not carried back to the jobs queue, where a new failure records its own.
+_FAILURE_ATTRIBUTES = {FAILURE_REASON_ATTRIBUTE.lower(), FAILURE_CLASS_ATTRIBUTE.lower()}
 REDRIVE_ID_ATTRIBUTE = "redriveId"
 MAX_RECEIVES_REASON = "max receives exceeded"
 
@@ -145,8 +149,10 @@ class DlqMessage:
 
     @property
     def failure_reason(self) -> str:
-        recorded = self.message_attributes.get(FAILURE_REASON_ATTRIBUTE, {}).get("StringValue")
-        return recorded or MAX_RECEIVES_REASON
+        for name, value in self.message_attributes.items():
+            if name.lower() == FAILURE_REASON_ATTRIBUTE.lower() and value.get("StringValue"):
+                return value["StringValue"]
+        return MAX_RECEIVES_REASON
 
     @property
     def job(self) -> Job | None:
@@ -550,7 +556,7 @@ def _send(sqs, target_url: str, messages: list[DlqMessage], report: RedriveRepor
         return []
     entries = []
     for index, message in enumerate(messages):
-        attributes = {k: v for k, v in message.message_attributes.items() if k != FAILURE_REASON_ATTRIBUTE}
+        attributes = {k: v for k, v in message.message_attributes.items() if k.lower() not in _FAILURE_ATTRIBUTES}
         attributes[REDRIVE_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": message.message_id}
         entry = {"Id": str(index), "MessageBody": message.body, "MessageAttributes": _sendable(attributes)}
         if "AWSTraceHeader" in message.attributes:  # keep the X-Ray trace of the original request

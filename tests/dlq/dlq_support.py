@@ -21,10 +21,12 @@ def new_job(text: str = "hello") -> Job:
     )
 
 
-def fail_permanently(sqs, dlq_url: str, reason: str, job: Job | None = None, **extra_attributes: str) -> Job:
+def fail_permanently(sqs, dlq_url: str, reason: str, job: Job | None = None,
+                     reason_attribute: str = FAILURE_REASON_ATTRIBUTE, **extra_attributes: str) -> Job:
     """What the worker does with a job that can never succeed: straight to the DLQ, with why."""
     job = job or new_job()
-    attributes = {FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason}}
+    attributes = {reason_attribute: {"DataType": "String", "StringValue": reason},
+                  "FailureClass": {"DataType": "String", "StringValue": "permanent"}}
     attributes.update({k: {"DataType": "String", "StringValue": v} for k, v in extra_attributes.items()})
     sqs.send_message(QueueUrl=dlq_url, MessageBody=job.to_json(), MessageAttributes=attributes)
     return job

@@ -10,10 +10,12 @@ from cloudia.jobs import now_ms
 from tests.dlq.dlq_support import exhaust_receives, fail_permanently, total
 
 
-def test_list_shows_each_job_with_the_reason_the_worker_recorded(sqs, resources):
+@pytest.mark.parametrize("reason_attribute", ["failureReason", "FailureReason"])
+def test_list_shows_each_job_with_the_reason_the_worker_recorded(sqs, resources, reason_attribute):
     # GIVEN two jobs the worker sent to the DLQ as permanent failures
-    first = fail_permanently(sqs, resources.dlq_url, "provider rejected the request (400)")
-    second = fail_permanently(sqs, resources.dlq_url, "message too long")
+    first = fail_permanently(sqs, resources.dlq_url, "provider rejected the request (400)",
+                             reason_attribute=reason_attribute)
+    second = fail_permanently(sqs, resources.dlq_url, "message too long", reason_attribute=reason_attribute)
 
     # WHEN the DLQ is listed
     messages = dlq.look(sqs, resources.dlq_url)

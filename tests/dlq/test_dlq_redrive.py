@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import boto3
 import pytest
 
 from cloudia import dlq
@@ -40,7 +41,8 @@ def test_dry_run_moves_nothing(sqs, resources, journal):
 
 def test_apply_moves_everything_back_with_body_and_attributes_and_the_counts_agree(sqs, resources, journal):
     # GIVEN 23 failed jobs (more than two SQS batches), each with an attribute of its own
-    jobs = [fail_permanently(sqs, resources.dlq_url, "provider down", traceparent=f"00-{i}-01") for i in range(23)]
+    jobs = [fail_permanently(sqs, resources.dlq_url, "provider down", reason_attribute="FailureReason",
+                             traceparent=f"00-{i}-01") for i in range(23)]
     originals = {m.message_id: m for m in dlq.look(sqs, resources.dlq_url)}
     progress = []
 
@@ -62,7 +64,7 @@ def test_apply_moves_everything_back_with_body_and_attributes_and_the_counts_agr
         assert Job.from_json(message["Body"]) == original.job
         assert message["MessageAttributes"]["traceparent"]["StringValue"] == \
             original.message_attributes["traceparent"]["StringValue"]
-        assert dlq.FAILURE_REASON_ATTRIBUTE not in message["MessageAttributes"]
+        assert {name.lower() for name in message["MessageAttributes"]} == {"traceparent", "redriveid"}
         assert message["Attributes"]["ApproximateReceiveCount"] == "1"
     assert sorted(Job.from_json(m["Body"]).job_id for m in moved) == sorted(j.job_id for j in jobs)
     # AND progress was reported up to the total
@@ -222,3 +224,37 @@ def test_the_journal_keeps_only_ids_sent_and_not_deleted(journal):
     with dlq.RedriveJournal(journal) as second:
         assert second.pending == {"m2"}
     assert journal.read_text() == "sent m2\n"
+
+
+def test_moving_everything_uses_the_sqs_move_task_where_it_exists_and_checks_its_claim(sqs, resources, journal):
+    # GIVEN three failed jobs, and an SQS that offers StartMessageMoveTask (as AWS does; moto has none,
+    # so the move-task API is a botocore Stubber that reports a task moving 3 messages)
+    from botocore.stub import Stubber
+
+    for reason in ("a", "b", "c"):
+        fail_permanently(sqs, resources.dlq_url, reason)
+    move_api = boto3.client("sqs")
+    stub = Stubber(move_api)
+    dlq_arn = dlq.queue_arn(sqs, resources.dlq_url)
+    stub.add_response("start_message_move_task", {"TaskHandle": "task-1"},
+                      {"SourceArn": dlq_arn, "DestinationArn": dlq.queue_arn(sqs, resources.settings.jobs_queue_url)})
+    stub.add_response("list_message_move_tasks", {"Results": [
+        {"TaskHandle": "task-1", "Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 1,
+         "ApproximateNumberOfMessagesToMove": 3}]}, {"SourceArn": dlq_arn, "MaxResults": 10})
+    stub.add_response("list_message_move_tasks", {"Results": [
+        {"Status": "COMPLETED", "ApproximateNumberOfMessagesMoved": 3}]}, {"SourceArn": dlq_arn, "MaxResults": 10})
+    progress = []
+
+    # WHEN everything is redriven
+    with stub:
+        report = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, apply=True,
+                             journal_path=journal, move_task_sqs=move_api, settle_s=0,
+                             progress=lambda done, of: progress.append((done, of)))
+
+    # THEN the move task did the work, its progress was followed to the end
+    stub.assert_no_pending_responses()
+    assert report.method == dlq.METHOD_MOVE_TASK and report.removed_from_dlq == 3
+    assert progress == [(1, 3), (3, None)]
+    assert not journal.exists()
+    # AND the counts check caught that the DLQ (which the stub did not really empty) still holds 3
+    assert report.dlq_after.total == 3 and not report.counts_agree and not report.ok
