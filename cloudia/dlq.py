@@ -510,7 +510,7 @@ def _settled_counts(sqs, url: str, expected_total: int, settle_s: float) -> Queu
 def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, max_messages, report,
                          progress, after_send) -> None:
     held: dict[str, DlqMessage] = {}  # leased and not deleted: released at the end
-    total = report.dlq_before.total if max_messages is None else min(max_messages, report.dlq_before.total)
+    looked_at = 0  # progress counts messages examined, of the DLQ's size: filters decide how many move
     # A failure the worker sends while the run goes on is not part of it (and a run that kept
     # moving new arrivals might never end).
     started_ms = now_ms()
@@ -518,6 +518,7 @@ def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, m
         for batch in lease(sqs, dlq_url, lease_s):
             at_ms = now_ms()
             held.update((m.message_id, m) for m in batch)
+            looked_at += len(batch)
             chosen = [m for m in batch if m.sent_at_ms <= started_ms and selector.matches(m, at_ms)]
             if max_messages is not None:
                 chosen = chosen[:max(0, max_messages - len(report.selected))]
@@ -539,7 +540,7 @@ def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, m
             for m in deleted:
                 held.pop(m.message_id, None)
             if progress is not None:
-                progress(len(report.selected), total)
+                progress(looked_at, max(looked_at, report.dlq_before.total))
             if max_messages is not None and len(report.selected) >= max_messages:
                 break
     finally:

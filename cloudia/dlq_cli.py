@@ -192,7 +192,7 @@ class StderrProgress:
 
 
 def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args) -> int:
-    progress = StderrProgress("moving")
+    progress = StderrProgress("redrive")
     try:
         report = dlq.redrive(
             sqs, dlq_url, queue_url, selector, apply=args.apply, journal_path=args.journal,
