@@ -53,6 +53,10 @@ class LlmProvider(Protocol):
         `on_token` is given (each text delta is passed to it), then returns the whole answer."""
         ...
 
+    async def aclose(self) -> None:
+        """Release the HTTP client (on the event loop that used it)."""
+        ...
+
 
 def is_transient_status(status: int) -> bool:
     return status >= 500 or status in TRANSIENT_STATUS_CODES

@@ -24,6 +24,9 @@ class AnthropicProvider:
             timeout=self._timeout_s, max_retries=0,
         )
 
+    async def aclose(self) -> None:
+        await self._client.close()
+
     async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
         try:
             async with asyncio.timeout(self._timeout_s):

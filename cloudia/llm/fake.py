@@ -35,6 +35,9 @@ class FakeProvider:
         self.calls = 0
         self._rng = rng or random.Random(0)
 
+    async def aclose(self) -> None:
+        pass
+
     async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
         self.calls += 1
         if self.latency_s:

@@ -2,6 +2,7 @@
 pays the LLM twice; a gone connection is not a failure; context comes from Redis or DynamoDB."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -102,3 +103,20 @@ def test_context_comes_from_the_cache_and_else_from_history(harness, start_worke
     # THEN ana's comes from DynamoDB (cache cold) and bob's from Redis, each ending with the new message once
     assert [m["content"] for m in ana_context] == ["first question", "first answer", "second question"]
     assert [m["content"] for m in bob_context] == ["cached question", "cached answer", "next"]
+
+
+def test_worker_answers_with_redis_down(harness, start_worker, own_redis):
+    # GIVEN the worker's Redis (context cache, connections, shared breaker state) is down
+    settings = dataclasses.replace(harness.settings, redis_url=own_redis.url)
+    own_redis.stop()
+    job = harness.send_job("ana", "redis is gone")
+
+    # WHEN the worker runs
+    running = start_worker(settings)
+
+    # THEN the job is still answered: context from DynamoDB, breaker on local state, answer stored
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=15, what="the answer")
+    wait_until(lambda: harness.queue_counts() == (0, 0), what="the delete")
+    assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: redis is gone"
+    running.stop()
+    assert running.worker.outcomes == {"answered": 1}

@@ -113,6 +113,7 @@ class Worker:
                 await self._iteration()
         finally:
             await self._drain()
+            await self._processor.aclose()
             flusher.cancel()
             self._metrics.flush()
             logger.info("worker stopped", extra={"outcomes": self.outcomes})
@@ -186,18 +187,21 @@ class Worker:
 
     async def _drain(self) -> None:
         """Give in-flight jobs the grace period, then hand the rest back to the queue."""
-        if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=self._res.worker_shutdown_grace_s)
-            if pending:
-                logger.warning("shutdown grace over: handing jobs back to the queue", extra={"jobs": len(pending)})
-                # A long poll still open would take the handed-back messages and leave with them
-                # (invisible until their timeout): let it end first; its own catch is handed back too.
-                if self._open_poll is not None and not self._open_poll.done():
-                    await asyncio.wait({self._open_poll}, timeout=self._poll_wait_s + HAND_BACK_S)
-                    await asyncio.sleep(0)
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=HAND_BACK_S)
+        # A long poll still open would leave with what it catches (invisible until the visibility
+        # timeout), and could even catch jobs handed back below: let it end within the grace too;
+        # its catch is handed back by its done-callback.
+        waiting = set(self._in_flight)
+        if self._open_poll is not None and not self._open_poll.done():
+            waiting.add(self._open_poll)
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._res.worker_shutdown_grace_s)
+            await asyncio.sleep(0)
+        pending = {task for task in self._in_flight if not task.done()}
+        if pending:
+            logger.warning("shutdown grace over: handing jobs back to the queue", extra={"jobs": len(pending)})
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=HAND_BACK_S)
         if self._hand_backs:
             await asyncio.wait(set(self._hand_backs), timeout=HAND_BACK_S)
 

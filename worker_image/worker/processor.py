@@ -63,6 +63,13 @@ class JobProcessor:
         """Run a blocking call (boto3, redis-py) off the event loop, in the worker's I/O threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
+    async def aclose(self) -> None:
+        """Close the providers' HTTP clients on the loop that opened them."""
+        for route in (self.primary, self.fallback):
+            close = getattr(route.provider, "aclose", None) if route else None
+            if close is not None:
+                await close()
+
     # -- the job ------------------------------------------------------------------------------
     async def handle(self, message: dict, permit: Permit | None = None) -> str:
         """Process one received message. `permit` is a half-open probe slot the consumer took for it."""
@@ -92,7 +99,10 @@ class JobProcessor:
             return await self._transient(job, message, receive_count, "infrastructure", str(error), None, log)
 
     async def _process(self, job: Job, message: dict, receive_count: int, permit: Permit | None, log: dict) -> str:
-        record = await self.io(self._jobs.get, job.job_id)
+        # Independent reads at once: each is a network round trip, and the job waits on all of them.
+        record, context, connections = await asyncio.gather(
+            self.io(self._jobs.get, job.job_id), self._context(job),
+            self.io(self._pusher.connections_of, job.user_id))
         if record and record.get("status") == ANSWERED:
             await self._repush_answer(job)
             await self._delete(message)
@@ -102,9 +112,6 @@ class JobProcessor:
         route, permit = await self._route(permit)
         if route is None:
             return await self._circuit_open(job, message, receive_count, permit, log)
-
-        context = await self._context(job)
-        connections = await self.io(self._pusher.connections_of, job.user_id)
 
         async def forward_token(text: str) -> None:
             await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
@@ -134,13 +141,14 @@ class JobProcessor:
         await self.io(route.breaker.record, permit, True, elapsed_s)
         self._metrics.llm_latency_ms(elapsed_s * 1000)
 
+        # The answer is stored first: once the job reads ANSWERED, a redelivery finds it to re-push.
         await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT,
                       completion.text)
-        await self.io(self._jobs.finish, job.job_id, ANSWERED)
-        await self.io(self._cache.put, job.user_id, job.conversation_id,
-                      context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}])
-        delivered = await self.io(self._pusher.push, job.user_id,
-                                  protocol.answer(job.job_id, completion.text, job.conversation_id))
+        _, _, delivered = await asyncio.gather(
+            self.io(self._jobs.finish, job.job_id, ANSWERED),
+            self.io(self._cache.put, job.user_id, job.conversation_id,
+                    context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}]),
+            self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, completion.text, job.conversation_id)))
         await self._delete(message)
         self._metrics.job_succeeded()
         logger.info("job answered", extra={**log, "provider": route.provider.name, "delivered_to": delivered,
