@@ -1,7 +1,8 @@
 """The local WebSocket gateway: API Gateway WebSocket for emulators that do not have it.
 
-It accepts WebSocket connections, builds API Gateway-shaped events (`$connect` with the query
-string, one event per inbound frame routed by the frame's `action`, `$disconnect`), invokes the
+It accepts WebSocket connections, builds API Gateway-shaped events (the `$connect` REQUEST
+authorizer and `$connect` with the query string, one event per inbound frame routed by the frame's
+`action`, `$disconnect`; the authorizer's context on every event, as on AWS), invokes the
 deployed handlers' code in-process (the emulator cannot run Lambda code without Docker) and serves
 the API Gateway Management API (`POST`/`GET`/`DELETE /@connections/{id}`), so the worker's code is
 the same as on AWS. It also serves the web chat page and a local-only token endpoint.
@@ -55,8 +56,11 @@ LAMBDA_MEMORY_MB = 256
 
 # Frame `action` -> route key, as the deployed API defines its routes; anything else is `$default`.
 ACTION_ROUTES = ("sendMessage", "ping", "history", "resume")
+# The `$connect` REQUEST authorizer, as on AWS: run before `$connect`; its context rides on every event.
+AUTHORIZER = "$authorizer"
 # Route key -> handler module in functions/ (the CDK app's functions).
 ROUTE_MODULES = {
+    AUTHORIZER: "authorizer",
     "$connect": "connect",
     "$disconnect": "disconnect",
     "sendMessage": "send_message",
@@ -115,8 +119,12 @@ def load_handlers(env: Mapping[str, str]) -> dict[str, Handler]:
     for path in (str(ROOT / "functions"), str(ROOT)):
         if path not in sys.path:
             sys.path.insert(0, path)
-    modules = {name: importlib.import_module(name) for name in set(ROUTE_MODULES.values())}
-    return {route: modules[name].handler for route, name in ROUTE_MODULES.items()}
+    modules = {}
+    for name in set(ROUTE_MODULES.values()):
+        if name == "authorizer" and not (ROOT / "functions" / "authorizer.py").exists():
+            continue  # a deployment without an authorizer: `$connect` checks the token itself
+        modules[name] = importlib.import_module(name)
+    return {route: modules[name].handler for route, name in ROUTE_MODULES.items() if name in modules}
 
 
 def new_connection_id() -> str:
@@ -140,6 +148,7 @@ class Connection:
     user_agent: str
     connected_at_s: float
     last_active_s: float
+    authorizer: dict | None = None  # the authorizer's context, on every event of the connection
     closed_by_gateway: str = ""  # why the gateway closed it (disconnectReason)
 
 
@@ -222,6 +231,11 @@ class Gateway:
         user_agent = request.headers.get("User-Agent", "")
         context = {"connectionId": connection_id, "connectedAt": int(now * 1000), "sourceIp": source_ip,
                    "userAgent": user_agent}
+        if AUTHORIZER in self._handlers:
+            refused, authorizer = await self._authorize(request, context)
+            if refused is not None:
+                return refused
+            context["authorizer"] = authorizer
         connect_event = self._event("$connect", "CONNECT", context, request=request)
         response = await self._invoke("$connect", connect_event)
         status = _status_of(response)
@@ -237,7 +251,7 @@ class Gateway:
             max_msg_size=self.config.max_frame_bytes * 4,
         )
         await ws.prepare(request)
-        conn = Connection(connection_id, ws, source_ip, user_agent, now, now)
+        conn = Connection(connection_id, ws, source_ip, user_agent, now, now, context.get("authorizer"))
         self._connections[connection_id] = conn
         LOG.info("connected %s", connection_id)
         in_flight: set[asyncio.Task] = set()
@@ -270,7 +284,7 @@ class Gateway:
         body = base64.b64encode(data).decode() if is_binary else data.decode("utf-8", "replace")
         route = "$default" if is_binary else _route_of(body)
         context = {"connectionId": conn.connection_id, "connectedAt": int(conn.connected_at_s * 1000),
-                   "sourceIp": conn.source_ip, "userAgent": conn.user_agent}
+                   "sourceIp": conn.source_ip, "userAgent": conn.user_agent, "authorizer": conn.authorizer}
         event = self._event(route, "MESSAGE", context, body=body, is_base64=is_binary)
         response = await self._invoke(route, event)
         if response is _FAILED:
@@ -318,6 +332,8 @@ class Gateway:
             "apiId": "local",
             "identity": {"sourceIp": ctx["sourceIp"], "userAgent": ctx["userAgent"]},
         }
+        if ctx.get("authorizer"):
+            request_context["authorizer"] = ctx["authorizer"]
         event: dict[str, Any] = {"requestContext": request_context, "isBase64Encoded": is_base64}
         if event_type == "MESSAGE":
             request_context["messageId"] = base64.urlsafe_b64encode(secrets.token_bytes(12)).decode()
@@ -330,7 +346,26 @@ class Gateway:
             event["multiValueQueryStringParameters"] = {k: query.getall(k) for k in query.keys()} or None
         return event
 
-    async def _invoke(self, route: str, event: dict):
+    async def _authorize(self, request: web.Request, ctx: dict) -> tuple[web.Response | None, dict | None]:
+        """API Gateway's REQUEST authorizer on `$connect`: 401 on "Unauthorized", 403 on a Deny, else
+        the policy's context (with principalId) for every later event of the connection."""
+        event = self._event("$connect", "CONNECT", ctx, request=request)
+        event.update({"type": "REQUEST", "stageVariables": {},
+                      "methodArn": f"arn:aws:execute-api:us-east-1:123456789012:local/{self.config.stage}/$connect"})
+        try:
+            policy = await self._call(AUTHORIZER, event)
+        except Exception as exc:  # noqa: BLE001 - what API Gateway does with an authorizer's failure
+            if str(exc) == "Unauthorized":
+                return web.json_response({"message": "Unauthorized"}, status=401), None
+            LOG.exception("authorizer failed")
+            return web.json_response({"message": "Internal server error"}, status=500), None
+        statements = (policy or {}).get("policyDocument", {}).get("Statement", [])
+        if not statements or any(st.get("Effect") != "Allow" for st in statements):
+            return web.json_response({"message": "Forbidden"}, status=403), None
+        return None, {**(policy.get("context") or {}), "principalId": policy.get("principalId", "")}
+
+    async def _call(self, route: str, event: dict):
+        """Run a handler in the pool with a Lambda context; its exceptions and timeout propagate."""
         handler = self._handlers.get(route) or self._handlers.get("$default")
         if handler is None:
             return {"statusCode": 200}
@@ -339,8 +374,11 @@ class Gateway:
                                 timeout_s=self.config.handler_timeout_s)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, handler, event, context)
+        return await asyncio.wait_for(asyncio.shield(future), timeout=self.config.handler_timeout_s)
+
+    async def _invoke(self, route: str, event: dict):
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=self.config.handler_timeout_s)
+            return await self._call(route, event)
         except asyncio.TimeoutError:
             LOG.error("handler for %s timed out after %s s", route, self.config.handler_timeout_s)
             return _FAILED

@@ -282,3 +282,35 @@ def test_the_chat_page_and_its_assets_are_served(gateway):
     assert "/static/app.js" in page
     with urllib.request.urlopen(f"{gateway.http}/static/app.js", timeout=5) as response:
         assert "sendMessage" in response.read().decode()
+
+
+def test_the_authorizer_runs_before_connect_and_its_context_rides_on_every_event(recorder):
+    # GIVEN a deployment with a REQUEST authorizer on $connect, as on AWS
+    authorized: list[dict] = []
+
+    def authorizer(event, context):
+        authorized.append(event)
+        if (event.get("queryStringParameters") or {}).get("token") != "good":
+            raise Exception("Unauthorized")
+        return {"principalId": "alice", "context": {"userId": "alice"},
+                "policyDocument": {"Version": "2012-10-17", "Statement": [
+                    {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": event["methodArn"]}]}}
+
+    server = GatewayThread({**recorder.handlers(), "$authorizer": authorizer}).start()
+    try:
+        # WHEN a bad token connects THEN the authorizer refuses it with 401 and $connect never runs
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{server.ws}?token=bad")
+        assert refused.value.response.status_code == 401
+        assert recorder.of_route("$connect") == []
+        # WHEN a good token connects and sends a message
+        with connect(f"{server.ws}?token=good") as ws:
+            ws.send(json.dumps({"action": "sendMessage", "message": "hi"}))
+            receive(ws)
+    finally:
+        server.stop()
+    # THEN the authorizer saw a REQUEST event for $connect, and its context reached every later event
+    assert authorized[-1]["type"] == "REQUEST" and authorized[-1]["methodArn"].endswith("/$connect")
+    for route in ("$connect", "sendMessage", "$disconnect"):
+        assert recorder.of_route(route)[0]["requestContext"]["authorizer"] == {"userId": "alice",
+                                                                              "principalId": "alice"}
