@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_ACCOUNT = "123456789012"
 EMULATOR_REGION = "us-east-1"
 DEPLOY_TIMEOUT_S = 900
+DEFAULT_PORT = 4566
 
 
 class EmulatorError(RuntimeError):
@@ -42,7 +44,7 @@ def is_answering(endpoint: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def ensure_emulator(port: int = 4566, start_timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
+def ensure_emulator(port: int = DEFAULT_PORT, start_timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
     """The emulator's endpoint and a function that stops it if we started it (a no-op otherwise)."""
     endpoint = endpoint_for(port)
     if is_answering(endpoint):
@@ -113,11 +115,22 @@ def _cdklocal(args: list[str], endpoint: str, log: Callable[[str], None]) -> Non
 
 
 def deploy_local(endpoint: str, stage: str = "dev", log: Callable[[str], None] = print) -> None:
-    """Bootstrap the emulator's account and deploy every stack of the `local` target."""
-    out_dir = f"cdk.out.local-{stage}"
-    _cdklocal(["bootstrap", f"aws://{EMULATOR_ACCOUNT}/{EMULATOR_REGION}", "-c", "target=local",
-               "-c", f"stage={stage}", "-o", out_dir], endpoint, log)
+    """Bootstrap the emulator's account and deploy every stack of the `local` target.
+
+    The default emulator keeps its cloud assembly in `cdk.out.local-<stage>` (a redeploy reuses the
+    bundled asset); a deployment to any other endpoint gets a throw-away one, so deployments to two
+    emulators at once never share an output folder (the CLI locks it)."""
+    if endpoint == endpoint_for(DEFAULT_PORT):
+        _deploy(endpoint, stage, str(ROOT / f"cdk.out.local-{stage}"), log)
+        return
+    (ROOT / ".cdk").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cdk.out.", dir=ROOT / ".cdk") as out_dir:
+        _deploy(endpoint, stage, out_dir, log)
+
+
+def _deploy(endpoint: str, stage: str, out_dir: str, log: Callable[[str], None]) -> None:
+    context = ["-c", "target=local", "-c", f"stage={stage}", "-o", out_dir]
+    _cdklocal(["bootstrap", f"aws://{EMULATOR_ACCOUNT}/{EMULATOR_REGION}", *context], endpoint, log)
     # --method=direct: moto keeps stack Outputs and applies updates only without change sets.
     _cdklocal(["deploy", "--all", "--require-approval", "never", "--method=direct",
-               "--parameters", "BootstrapVersion=/cdk-bootstrap/hnb659fds/version",
-               "-c", "target=local", "-c", f"stage={stage}", "-o", out_dir], endpoint, log)
+               "--parameters", "BootstrapVersion=/cdk-bootstrap/hnb659fds/version", *context], endpoint, log)
