@@ -476,6 +476,8 @@ def redrive(
     used to try `StartMessageMoveTask` (default: one that does not retry, so a missing operation
     fails fast).
     """
+    if dlq_url.rstrip("/") == target_url.rstrip("/"):
+        raise DlqError(f"the DLQ and the queue to move its messages to are the same queue: {dlq_url}")
     dlq_before = queue_counts(sqs, dlq_url)
     jobs_before = queue_counts(sqs, target_url)
     report = RedriveReport(apply, METHOD_DRY_RUN, selector, dlq_before, jobs_before)

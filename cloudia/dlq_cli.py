@@ -5,7 +5,7 @@
     python -m cloudia.dlq redrive [filters] [--apply] [--max-messages N] [--journal PATH] [--no-move-task]
 
 Queue URLs come from JOBS_QUEUE_URL and JOBS_DLQ_URL (as `Settings.from_env()` reads them) unless
---queue-url / --dlq-url are given. `redrive` is a dry run unless --apply is given.
+--queue-url / --dlq-url are given; with JOBS_TABLE set, `inspect` also shows the job's row there. `redrive` is a dry run unless --apply is given.
 
 Exit codes: 0 done; 1 the counts before and after disagree, a message could not be moved, or the
 message to inspect is not in the DLQ; 2 bad input (unknown queue, bad duration, missing URL).
@@ -17,7 +17,10 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from cloudia import dlq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cloudia import aws, dlq
+from cloudia.jobs import JobStore
 from cloudia.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list(sqs, dlq_url, _selector(args), args)
         if args.command == "inspect":
-            return _inspect(sqs, dlq_url, args)
+            return _inspect(sqs, dlq_url, settings, args)
         return _redrive(sqs, dlq_url, queue_url, _selector(args), args)
     except dlq.DlqError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -134,12 +137,25 @@ def _print_table(messages: list[dlq.DlqMessage]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
 
 
-def _inspect(sqs, dlq_url: str, args) -> int:
+def _job_record(settings: Settings, job) -> dict | None:
+    """The job's row in the jobs table (its status and failure detail), when the table is known."""
+    if not settings.jobs_table:
+        return None
+    try:
+        record = JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience).get(job.job_id)
+    except (BotoCoreError, ClientError) as error:
+        return {"status": f"unreadable ({error})"}
+    return record or {"status": "not in the jobs table"}
+
+
+def _inspect(sqs, dlq_url: str, settings: Settings, args) -> int:
     message = dlq.find(sqs, dlq_url, args.id, lease_s=int(args.lease))
     if message is None:
         print(f"no message or job {args.id!r} in DLQ {dlq.queue_name(dlq_url)}", file=sys.stderr)
         return EXIT_FAILED
     details = message.as_dict()
+    job_record = _job_record(settings, message.job) if message.job else None
+    details["jobRecord"] = job_record
     if args.json:
         print(json.dumps(details, ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -159,6 +175,9 @@ def _inspect(sqs, dlq_url: str, args) -> int:
         print(f"client msg id  {job.client_message_id}")
         print(f"created        {created}")
         print(f"message        {job.message}")
+        if job_record is not None:
+            print(f"jobs table     {job_record.get('status', '?')}"
+                  + (f" ({job_record['detail']})" if job_record.get("detail") else ""))
     for name, value in sorted(details["messageAttributes"].items()):
         print(f"attribute      {name} = {value}")
     return EXIT_OK

@@ -1,14 +1,16 @@
 """`python -m cloudia.dlq`: what an operator types, what it prints and its exit codes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from cloudia import dlq
+from cloudia import aws, dlq
 from cloudia.dlq_cli import main
+from cloudia.jobs import FAILED, JobStore
 from tests.dlq.dlq_support import drain, fail_permanently, total
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,11 +44,37 @@ def test_list_as_a_module_prints_each_message_with_reason_and_receive_count(sqs,
     assert "provider rejected the request" in row and "RECEIVES" in result.stdout
 
 
-def test_inspect_prints_the_job(sqs, queue_env, capsys):
+def test_inspect_prints_the_job_and_its_row_in_the_jobs_table(sqs, queue_env, monkeypatch, capsys):
+    # GIVEN a job the worker recorded as failed and sent to the DLQ
     job = fail_permanently(sqs, queue_env.dlq_url, "too long")
+    settings = queue_env.settings
+    store = JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
+    store.create(job)
+    store.finish(job.job_id, FAILED, "too_long: 9000 chars")
+    monkeypatch.setenv("JOBS_TABLE", settings.jobs_table)
+
+    # WHEN it is inspected by job id
     assert main(["inspect", job.job_id]) == 0
+
+    # THEN the job's content, reason, receive count and recorded state are shown
     out = capsys.readouterr().out
-    assert job.message in out and job.conversation_id in out and "too long" in out and "receive count  0" in out
+    assert job.message in out and job.conversation_id in out and job.client_message_id in out
+    assert "reason         too long" in out and "receive count  0" in out
+    assert "jobs table     failed (too_long: 9000 chars)" in out
+
+
+def test_list_limit_and_json(sqs, queue_env, capsys):
+    jobs = [fail_permanently(sqs, queue_env.dlq_url, f"reason {i}") for i in range(3)]
+    assert main(["list", "--limit", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2
+    assert {row["jobId"] for row in rows} <= {job.job_id for job in jobs}
+    assert all(row["reason"].startswith("reason ") and row["receiveCount"] == 0 for row in rows)
+
+
+def test_redrive_into_the_dlq_itself_is_refused(queue_env, capsys):
+    assert main(["redrive", "--apply", "--queue-url", queue_env.dlq_url]) == 2
+    assert "are the same queue" in capsys.readouterr().err
 
 
 def test_inspect_of_an_unknown_id_exits_1(sqs, queue_env, capsys):
