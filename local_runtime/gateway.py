@@ -127,6 +127,52 @@ def load_handlers(env: Mapping[str, str]) -> dict[str, Handler]:
     return {route: modules[name].handler for route, name in ROUTE_MODULES.items() if name in modules}
 
 
+class LambdaFunctionError(Exception):
+    """A function invoked through the Lambda API failed; the message is its errorMessage."""
+
+
+def _pascal(module: str) -> str:
+    return "".join(part.capitalize() for part in module.split("_"))
+
+
+def deployed_function_names(endpoint: str, stage: str) -> dict[str, str]:
+    """Handler module -> deployed function name, read from the emulator (never hard-coded)."""
+    from local_runtime import discovery
+
+    by_logical_id = discovery.deployed_functions(endpoint, stage)
+    names = {}
+    for module in set(ROUTE_MODULES.values()):
+        marker = f"{_pascal(module)}Function"
+        found = [name for logical_id, name in by_logical_id.items() if marker in logical_id]
+        if found:
+            names[module] = found[0]
+    return names
+
+
+def lambda_handlers(endpoint: str | None, function_names: Mapping[str, str]) -> dict[str, Handler]:
+    """Handlers that run the deployed functions through the Lambda Invoke API, for an emulator that
+    can run Lambda code (LocalStack with Docker); moto cannot, so in-process is the default."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("lambda", endpoint_url=endpoint, config=Config(
+        read_timeout=LAMBDA_TIMEOUT_S + 5, connect_timeout=2, retries={"max_attempts": 1}))
+
+    def invoker(function_name: str) -> Handler:
+        def invoke(event: dict, _context) -> Any:
+            response = client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+            raw = response["Payload"].read()
+            result = json.loads(raw) if raw else None
+            if response.get("FunctionError"):
+                message = result.get("errorMessage", "") if isinstance(result, dict) else str(result)
+                raise LambdaFunctionError(message)
+            return result
+        return invoke
+
+    return {route: invoker(function_names[module]) for route, module in ROUTE_MODULES.items()
+            if module in function_names}
+
+
 def new_connection_id() -> str:
     # API Gateway's ids look like "L0SM9cOFvHcCIhw=": 11 random bytes in base64 (URL-safe here).
     return base64.urlsafe_b64encode(secrets.token_bytes(11)).decode()
@@ -355,7 +401,7 @@ class Gateway:
         try:
             policy = await self._call(AUTHORIZER, event)
         except Exception as exc:  # noqa: BLE001 - what API Gateway does with an authorizer's failure
-            if str(exc) == "Unauthorized":
+            if str(exc) == "Unauthorized":  # raised in-process, or the errorMessage through Lambda
                 return web.json_response({"message": "Unauthorized"}, status=401), None
             LOG.exception("authorizer failed")
             return web.json_response({"message": "Internal server error"}, status=500), None
@@ -508,13 +554,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat-s", type=float, default=_env_float("GATEWAY_HEARTBEAT_S", HEARTBEAT_S))
     parser.add_argument("--max-frame-bytes", type=int,
                         default=int(os.environ.get("GATEWAY_MAX_FRAME_BYTES", MAX_FRAME_BYTES)))
+    parser.add_argument("--invoke", choices=("in-process", "lambda"),
+                        default=os.environ.get("GATEWAY_INVOKE", "in-process"),
+                        help="run the functions' code in this process (moto), or call the deployed "
+                             "functions through the Lambda Invoke API (an emulator that runs Lambda code)")
+    parser.add_argument("--deploy-stage", default=os.environ.get("CLOUDIA_STAGE", "dev"),
+                        help="the deployment whose functions --invoke lambda calls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s gateway %(levelname)s %(message)s")
     config = GatewayConfig(host=args.host, port=args.port, stage=args.stage, idle_timeout_s=args.idle_timeout_s,
                            max_connection_s=args.max_connection_s, heartbeat_s=args.heartbeat_s,
                            max_frame_bytes=args.max_frame_bytes)
-    app, _gateway = create_app(dict(os.environ), config)
+    handlers = None
+    if args.invoke == "lambda":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        handlers = lambda_handlers(endpoint, deployed_function_names(endpoint, args.deploy_stage))
+    app, _gateway = create_app(dict(os.environ), config, handlers)
     print(f"gateway listening on http://{config.host}:{config.port}/ (WebSocket /ws, @connections)", flush=True)
     # run_app stops on SIGINT and SIGTERM alike: every connection is closed with its $disconnect.
     web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from local_runtime.gateway import deployed_function_names
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,9 @@ def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_
                 frames.append(json.loads(ws.recv(timeout=30)))
         assert frames[0]["event"] == "queued"
         assert frames[-1]["event"] == "answer" and "deployed with cdklocal?" in frames[-1]["message"]
+        # AND the gateway's Lambda Invoke mode finds every deployed function by its route
+        names = deployed_function_names(f"http://localhost:{ports['emulator']}", "dev")
+        assert set(names) == {"authorizer", "connect", "disconnect", "send_message", "default"}
         # WHEN it gets SIGTERM
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
