@@ -40,6 +40,8 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     def on_transition(name: str, state: str, scope: str) -> None:
         if state == "open":
             metrics.circuit_opened()
+        elif state == "closed":
+            metrics.circuit_closed()
 
     primary = Route(provider or build_provider(settings.llm_provider, settings),
                     CircuitBreaker(redis, res, PRIMARY_BREAKER, on_transition))

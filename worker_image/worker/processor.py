@@ -78,6 +78,15 @@ class JobProcessor:
         if "SentTimestamp" in attributes:
             self._metrics.queue_lag_ms(now_ms() - int(attributes["SentTimestamp"]))
         try:
+            return await self._handle_job(message, receive_count, permit)
+        finally:
+            if permit is not None and permit.probe:
+                # A probe slot not spent on a provider call (duplicate, failure elsewhere, shutdown)
+                # is handed back; after `record` this is a no-op.
+                await self.io(self.primary.breaker.release, permit)
+
+    async def _handle_job(self, message: dict, receive_count: int, permit: Permit | None) -> str:
+        try:
             job = Job.from_json(message["Body"])
         except (ValueError, TypeError, KeyError) as error:
             await self._dead_letter(message, f"malformed job: {error}", "malformed")
@@ -88,9 +97,7 @@ class JobProcessor:
             return await self._process(job, message, receive_count, permit, log)
         except asyncio.CancelledError:
             # Shutdown ran out of time: the job goes back to the queue now rather than after the
-            # visibility timeout. Its probe slot, if any, is handed back.
-            if permit is not None:
-                await self.io(self.primary.breaker.release, permit)
+            # visibility timeout.
             await self._set_visibility(message, 0)
             logger.warning("job handed back to the queue at shutdown", extra=log)
             raise

@@ -61,6 +61,10 @@ class WorkerMetrics:
         self._add("CircuitOpened", MetricUnit.Count, 1)
         self.flush()
 
+    def circuit_closed(self) -> None:
+        self._add("CircuitClosed", MetricUnit.Count, 1)
+        self.flush()
+
     def flush(self) -> None:
         with self._lock:
             if self._metrics.metric_set:  # an empty flush only prints a warning
