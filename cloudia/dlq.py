@@ -45,6 +45,7 @@ also happens when something else writes to the DLQ meanwhile: the worker, or a s
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import fcntl
 import hashlib
@@ -176,8 +177,10 @@ class DlqMessage:
         }
 
 
-def _attribute_value(value: dict):
-    return value.get("StringValue", value.get("BinaryValue"))
+def _attribute_value(value: dict) -> str:
+    if "StringValue" in value:
+        return value["StringValue"]
+    return "base64:" + base64.b64encode(value.get("BinaryValue", b"")).decode()
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,8 @@ class RedriveReport:
     # Sent and journaled but the delete failed: a re-run deletes them without sending again.
     delete_failures: list[str] = field(default_factory=list)
     fallback_reason: str = ""
+    # The run was asked to stop and did, between two batches; a re-run moves the rest.
+    stopped_early: bool = False
 
     @property
     def dlq_expected_after(self) -> int:
@@ -451,7 +456,7 @@ class RedriveReport:
 
     @property
     def ok(self) -> bool:
-        return self.counts_agree and not self.send_failures and not self.delete_failures
+        return self.counts_agree and not self.send_failures and not self.delete_failures and not self.stopped_early
 
 
 def redrive(
@@ -467,12 +472,14 @@ def redrive(
     settle_s: float = DEFAULT_SETTLE_S,
     progress: Progress | None = None,
     after_send: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
     move_task_sqs=None,
 ) -> RedriveReport:
     """Move the DLQ messages `selector` matches back to `target_url`; without `apply`, only report.
 
     `after_send(sent_so_far)` runs after each batch is sent and journaled, before it is deleted from
-    the DLQ: the point where an interruption is hardest to survive. `move_task_sqs` is the client
+    the DLQ: the point where an interruption is hardest to survive. `stop_requested()` is asked
+    before each batch: a run stops between batches, never inside one. `move_task_sqs` is the client
     used to try `StartMessageMoveTask` (default: one that does not retry, so a missing operation
     fails fast).
     """
@@ -493,7 +500,7 @@ def redrive(
             path = journal_path or default_journal_path(dlq_url, target_url)
             with RedriveJournal(path) as journal:
                 _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, max_messages,
-                                     report, progress, after_send)
+                                     report, progress, after_send, stop_requested)
 
     report.jobs_after = queue_counts(sqs, target_url)
     report.dlq_after = _settled_counts(sqs, dlq_url, report.dlq_expected_after, settle_s)
@@ -510,7 +517,7 @@ def _settled_counts(sqs, url: str, expected_total: int, settle_s: float) -> Queu
 
 
 def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, max_messages, report,
-                         progress, after_send) -> None:
+                         progress, after_send, stop_requested) -> None:
     held: dict[str, DlqMessage] = {}  # leased and not deleted: released at the end
     looked_at = 0  # progress counts messages examined, of the DLQ's size: filters decide how many move
     # A failure the worker sends while the run goes on is not part of it (and a run that kept
@@ -518,6 +525,10 @@ def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, m
     started_ms = now_ms()
     try:
         for batch in lease(sqs, dlq_url, lease_s):
+            if stop_requested is not None and stop_requested():
+                held.update((m.message_id, m) for m in batch)  # received but untouched: release it
+                report.stopped_early = True
+                break
             at_ms = now_ms()
             held.update((m.message_id, m) for m in batch)
             looked_at += len(batch)

@@ -7,13 +7,16 @@
 Queue URLs come from JOBS_QUEUE_URL and JOBS_DLQ_URL (as `Settings.from_env()` reads them) unless
 --queue-url / --dlq-url are given; with JOBS_TABLE set, `inspect` also shows the job's row there. `redrive` is a dry run unless --apply is given.
 
-Exit codes: 0 done; 1 the counts before and after disagree, a message could not be moved, or the
-message to inspect is not in the DLQ; 2 bad input (unknown queue, bad duration, missing URL).
+Ctrl-C (or SIGTERM) during `redrive --apply` stops after the batch in hand; a second one at once.
+
+Exit codes: 0 done; 1 the counts before and after disagree, a message could not be moved, the run
+was stopped early, or the message to inspect is not in the DLQ; 2 bad input (unknown queue, bad duration, missing URL).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from datetime import datetime, timezone
 
@@ -210,14 +213,44 @@ class StderrProgress:
         sys.stderr.flush()
 
 
+class StopBetweenBatches:
+    """Ctrl-C or SIGTERM asks the run to stop after the batch in hand (sent, journaled, deleted); a
+    second signal stops at once (the journal still keeps a re-run from sending anything twice)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> "StopBetweenBatches":
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch (signal again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
 def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args) -> int:
     progress = StderrProgress("redrive")
     try:
-        report = dlq.redrive(
-            sqs, dlq_url, queue_url, selector, apply=args.apply, journal_path=args.journal,
-            lease_s=int(args.lease), max_messages=args.max_messages, use_move_task=not args.no_move_task,
-            settle_s=args.settle, progress=progress,
-        )
+        with StopBetweenBatches() as stop:
+            report = dlq.redrive(
+                sqs, dlq_url, queue_url, selector, apply=args.apply, journal_path=args.journal,
+                lease_s=int(args.lease), max_messages=args.max_messages, use_move_task=not args.no_move_task,
+                settle_s=args.settle, progress=progress, stop_requested=stop,
+            )
     finally:
         progress.close()
     dlq_name, jobs_name = dlq.queue_name(dlq_url), dlq.queue_name(queue_url)
@@ -229,6 +262,8 @@ def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args) ->
     else:
         via = report.method + (f"; {report.fallback_reason}" if report.fallback_reason else "")
         print(f"moved {report.removed_from_dlq} ({selector.describe()}) via {via}")
+        if report.stopped_early:
+            print("  stopped early on request; run again to move the rest", file=sys.stderr)
         if report.finished_from_journal:
             print(f"  of which {report.finished_from_journal} had been sent by an interrupted run "
                   "and were only deleted from the DLQ (not sent again)")

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from cloudia import aws, dlq
-from cloudia.dlq_cli import main
+from cloudia.dlq_cli import StopBetweenBatches, main
 from cloudia.jobs import FAILED, JobStore
 from tests.dlq.dlq_support import drain, fail_permanently, total
 
@@ -149,3 +150,14 @@ def test_no_dlq_url_at_all_exits_2(aws_env, monkeypatch, capsys):
         main(["list"])
     assert exit_info.value.code == 2
     assert "give --dlq-url or set JOBS_DLQ_URL" in capsys.readouterr().err
+
+
+def test_a_first_signal_asks_to_stop_between_batches_and_a_second_stops_at_once():
+    with StopBetweenBatches() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    # AND the previous handlers are back afterwards
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

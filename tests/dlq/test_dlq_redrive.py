@@ -193,6 +193,26 @@ def test_an_interrupted_run_releases_what_it_did_not_move_and_a_re_run_finishes_
     assert total(sqs, resources.dlq_url) == 0
 
 
+def test_a_stop_request_ends_the_run_between_batches_with_nothing_half_done(sqs, resources, journal):
+    # GIVEN 25 failed jobs
+    for i in range(25):
+        fail_permanently(sqs, resources.dlq_url, f"failure {i}")
+    queue_url = resources.settings.jobs_queue_url
+    batches = []
+
+    # WHEN the operator asks the run to stop while its first batch is being moved
+    report = dlq.redrive(sqs, resources.dlq_url, queue_url, apply=True, journal_path=journal,
+                         after_send=batches.append, stop_requested=lambda: bool(batches))
+
+    # THEN it finishes that batch, stops, says so, and every other message is back in the DLQ at once
+    assert report.stopped_early and not report.ok
+    assert report.removed_from_dlq == dlq.SQS_BATCH_MAX and report.counts_agree
+    assert total(sqs, queue_url) == dlq.SQS_BATCH_MAX
+    assert dlq.queue_counts(sqs, resources.dlq_url).visible == 25 - dlq.SQS_BATCH_MAX
+    with dlq.RedriveJournal(journal) as left:
+        assert left.pending == set()
+
+
 def test_counts_disagree_when_something_else_writes_to_the_dlq_during_a_run(sqs, resources, journal):
     # GIVEN two failed jobs
     fail_permanently(sqs, resources.dlq_url, "a")
@@ -258,3 +278,18 @@ def test_moving_everything_uses_the_sqs_move_task_where_it_exists_and_checks_its
     assert not journal.exists()
     # AND the counts check caught that the DLQ (which the stub did not really empty) still holds 3
     assert report.dlq_after.total == 3 and not report.counts_agree and not report.ok
+
+
+def test_binary_attributes_are_shown_and_carried_back_unchanged(sqs, resources, journal):
+    # GIVEN a DLQ message with a binary attribute
+    payload = bytes(range(8))
+    sqs.send_message(QueueUrl=resources.dlq_url, MessageBody=new_job().to_json(),
+                     MessageAttributes={"signature": {"DataType": "Binary", "BinaryValue": payload}})
+    # WHEN it is listed and redriven
+    [listed] = dlq.look(sqs, resources.dlq_url)
+    report = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, apply=True, journal_path=journal)
+    # THEN it is shown readably and arrives with the same bytes
+    assert listed.as_dict()["messageAttributes"]["signature"] == "base64:AAECAwQFBgc="
+    assert report.ok
+    [back] = drain(sqs, resources.settings.jobs_queue_url)
+    assert back["MessageAttributes"]["signature"]["BinaryValue"] == payload
