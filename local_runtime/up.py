@@ -95,6 +95,7 @@ class Child:
     name: str
     proc: subprocess.Popen
     log_path: Path
+    stop_timeout_s: float = STOP_GRACE_S
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -111,13 +112,14 @@ class LocalStack:
     children: list[Child] = field(default_factory=list)
     stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str],
+              stop_timeout_s: float = STOP_GRACE_S) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab", buffering=0)
         proc = subprocess.Popen(argv, env=dict(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        child = Child(name, proc, log_path)
+        child = Child(name, proc, log_path, stop_timeout_s)
         self.children.append(child)
         return child
 
@@ -131,8 +133,9 @@ class LocalStack:
                 child.proc.terminate()
         for child in reversed(self.children):
             try:
-                child.proc.wait(timeout=STOP_GRACE_S)
+                child.proc.wait(timeout=child.stop_timeout_s)
             except subprocess.TimeoutExpired:
+                detail(f"{child.name} did not stop within {child.stop_timeout_s:.0f} s: killed")
                 child.proc.kill()
                 child.proc.wait(timeout=5)
         self.children.clear()
@@ -210,7 +213,10 @@ def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra
 
 
 def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
-    child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env, ROOT / "worker_image", ROOT))
+    # The worker finishes its in-flight jobs within its shutdown grace: wait that long before killing it.
+    grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", 25)) + STOP_GRACE_S / 2
+    child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env, ROOT / "worker_image", ROOT),
+                        stop_timeout_s=grace_s)
     # The worker has no port: alive after a moment means it read its settings and started polling.
     time.sleep(1.0)
     if child.proc.poll() is not None:
