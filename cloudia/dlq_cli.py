@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     except dlq.DlqError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (BotoCoreError, ClientError) as error:
+        # No credentials, no network, a permission missing: say it in one line, not a traceback.
+        print(f"error: SQS call failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _selector(args) -> dlq.Selector:

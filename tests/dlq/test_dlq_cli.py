@@ -161,3 +161,14 @@ def test_a_first_signal_asks_to_stop_between_batches_and_a_second_stops_at_once(
             os.kill(os.getpid(), signal.SIGINT)
     # AND the previous handlers are back afterwards
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_unreachable_endpoint_is_one_line_and_exit_1(queue_env):
+    # GIVEN an SQS endpoint where nothing listens
+    from tests.support.servers import free_port
+
+    result = subprocess.run([sys.executable, "-m", "cloudia.dlq", "list"], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}"),
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: SQS call failed:") and "Traceback" not in result.stderr
