@@ -49,7 +49,6 @@ import base64
 import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import re
 import time
