@@ -51,3 +51,7 @@ def budget_key(user_id: str, day: str) -> str:
 
 def breaker_key(name: str) -> str:
     return f"breaker:{name}"
+
+
+def job_lease_key(job_id: str) -> str:
+    return f"lease:job:{job_id}"

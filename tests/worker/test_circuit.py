@@ -117,3 +117,26 @@ def test_fallback_provider_answers_while_the_primary_is_open(harness, start_work
     assert circuit_is_open(harness.redis)
     assert harness.fake_llm.stats()["messages"] == 3
     assert harness.fake_llm.stats()["chat_completions"] == 0
+
+
+def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness, start_worker):
+    # GIVEN the shared circuit is open (another worker found the provider failing)
+    settings = harness.configure(breaker_min_calls=2, breaker_open_s=2.5, breaker_half_open_probes=1)
+    other_worker = CircuitBreaker(harness.redis, settings.resilience)
+    for _ in range(2):
+        other_worker.record(other_worker.acquire(), False, 0.1)
+    jobs = [harness.send_job("ana", f"kept {i}") for i in range(3)]
+
+    # WHEN this worker runs during the open period
+    start_worker(settings)
+    time.sleep(1.0)
+
+    # THEN it received nothing: every job still waits visible, its receive count untouched
+    assert harness.queue_counts() == (3, 0)
+    assert harness.fake_llm.stats()["requests"] == 0
+    # AND once the wait is over, a single probe closes the circuit and every job is answered once
+    for job in jobs:
+        wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=15,
+                   what=f"{job.message} to be answered")
+    assert harness.fake_llm.stats()["requests"] == 3
+    assert other_worker.state() == CLOSED

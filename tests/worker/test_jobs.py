@@ -120,3 +120,23 @@ def test_worker_answers_with_redis_down(harness, start_worker, own_redis):
     assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: redis is gone"
     running.stop()
     assert running.worker.outcomes == {"answered": 1}
+
+
+def test_duplicate_delivered_during_the_attempt_does_not_call_the_llm_twice(harness, start_worker):
+    # GIVEN a slow provider and two copies of the same job in the queue (SQS delivers at least once)
+    harness.configure(llm_timeout_s=1.0, worker_concurrency=4)
+    harness.fake_llm.set_faults(latency_ms=700)
+    connection = harness.connect("ana")
+    job = harness.send_job("ana", "only once please")
+    harness.sqs.send_message(QueueUrl=harness.settings.jobs_queue_url, MessageBody=job.to_json())
+
+    # WHEN one worker takes both at once
+    running = start_worker(harness.settings)
+
+    # THEN the second copy waits for the first attempt's lease, then finds the job answered
+    wait_until(lambda: harness.queue_counts() == (0, 0), timeout_s=20, what="both copies to be handled")
+    running.stop()
+    assert harness.fake_llm.stats()["requests"] == 1
+    assert running.worker.outcomes == {"answered": 1, "busy_elsewhere": 1, "duplicate": 1}
+    answers = [e for e in harness.recorder.events(connection) if e["event"] == "answer"]
+    assert len(answers) == 2 and answers[0] == answers[1]

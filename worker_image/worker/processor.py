@@ -17,6 +17,7 @@ from cloudia.backoff import visibility_timeout_s
 from cloudia.breaker import OPEN, CircuitBreaker, Permit
 from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
+from cloudia.job_lease import JobLeases
 from cloudia.jobs import ANSWERED, FAILED, Job, JobStore, now_ms
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -24,8 +25,8 @@ from cloudia.settings import Settings
 from worker.telemetry import WorkerMetrics, logger
 
 # Outcomes of `JobProcessor.handle`, for logs and tests.
-ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, RELEASED = (
-    "answered", "duplicate", "retry", "dead_lettered", "delayed_circuit_open", "released")
+ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, BUSY_ELSEWHERE = (
+    "answered", "duplicate", "retry", "dead_lettered", "delayed_circuit_open", "busy_elsewhere")
 
 # What the user reads when a job fails for good (the reason code says why, for machines).
 FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
@@ -46,7 +47,7 @@ class Route:
 class JobProcessor:
     def __init__(self, settings: Settings, *, sqs, jobs: JobStore, history: HistoryStore, cache: ContextCache,
                  pusher: Pusher, primary: Route, fallback: Route | None, metrics: WorkerMetrics,
-                 executor: Executor | None = None):
+                 leases: JobLeases, executor: Executor | None = None):
         self._settings = settings
         self._res = settings.resilience
         self._sqs = sqs
@@ -54,6 +55,7 @@ class JobProcessor:
         self._history = history
         self._cache = cache
         self._pusher = pusher
+        self._leases = leases
         self.primary = primary
         self.fallback = fallback
         self._metrics = metrics
@@ -106,15 +108,32 @@ class JobProcessor:
             return await self._transient(job, message, receive_count, "infrastructure", str(error), None, log)
 
     async def _process(self, job: Job, message: dict, receive_count: int, permit: Permit | None, log: dict) -> str:
-        # Independent reads at once: each is a network round trip, and the job waits on all of them.
-        record, context, connections = await asyncio.gather(
-            self.io(self._jobs.get, job.job_id), self._context(job),
-            self.io(self._pusher.connections_of, job.user_id))
-        if record and record.get("status") == ANSWERED:
-            await self._repush_answer(job)
-            await self._delete(message)
-            logger.info("job already answered: not calling the LLM again", extra=log)
-            return DUPLICATE
+        # The lease first, then the state: a worker that finishes and lets go has already marked the
+        # job answered, so whoever takes the lease next sees it.
+        token, busy_s = await self.io(self._leases.acquire, job.job_id)
+        if token is None:
+            # Another worker is answering this job right now (a duplicate delivery): look again when
+            # its lease ends, by which time the job is answered (-> re-push) or free to retry.
+            delay_s = max(1, math.ceil(busy_s))
+            await self._set_visibility(message, delay_s)
+            logger.info("job is being answered by another worker", extra={**log, "retry_in_s": delay_s})
+            return BUSY_ELSEWHERE
+        try:
+            # Independent reads at once: each is a network round trip, and the job waits on all of them.
+            record, context, connections = await asyncio.gather(
+                self.io(self._jobs.get, job.job_id), self._context(job),
+                self.io(self._pusher.connections_of, job.user_id))
+            if record and record.get("status") == ANSWERED:
+                await self._repush_answer(job)
+                await self._delete(message)
+                logger.info("job already answered: not calling the LLM again", extra=log)
+                return DUPLICATE
+            return await self._attempt(job, message, receive_count, permit, log, context, connections)
+        finally:
+            await self.io(self._leases.release, job.job_id, token)
+
+    async def _attempt(self, job: Job, message: dict, receive_count: int, permit: Permit | None, log: dict,
+                       context: list[dict[str, str]], connections: list[str]) -> str:
 
         route, permit = await self._route(permit)
         if route is None:
