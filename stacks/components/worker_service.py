@@ -110,7 +110,7 @@ class WorkerService(Construct):
                 "ecr:GetAuthorizationToken has no resource-level permission (execution role); the "
                 "Management API grant covers @connections of this API stage, whose ids are not known "
                 "in advance."),
-                applies_to=["Resource::*", {"regex": "/^Resource::arn:<AWS::Partition>:execute-api:.*/g"}]),
+                applies_to=["Resource::*", {"regex": "/^Resource::arn:[^:]+:execute-api:.*@connections\\/\\*$/g"}]),
         ], apply_to_children=True)
 
         # Scale on the backlog: one more task per `worker_scale_out_backlog` waiting jobs.

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# As under the CLI, which resolves the region (the account stays a token without credentials).
+os.environ["CDK_DEFAULT_REGION"] = "us-east-1"
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -51,3 +51,20 @@ def test_template_snapshots(target, request, snapshot):
     synth = request.getfixturevalue(f"{target}_synth")
     for name, template in sorted(synth.templates.items()):
         assert masked(template.to_json()) == snapshot(name=f"{target}-{name}")
+
+
+@pytest.mark.parametrize("target", ["aws", "local"])
+def test_the_cdk_cli_synthesizes_the_target_with_its_bundled_assets(target, tmp_path):
+    """`cdk synth` as a person runs it: the CLI, the real Lambda bundling, the nag Aspect."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CDK_DISABLE_VERSION_CHECK": "1"}
+    result = subprocess.run([str(root / "node_modules" / ".bin" / "cdk"), "synth", "-c", f"target={target}",
+                             "-q", "-o", str(tmp_path)], cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "Synthesis finished with errors" not in result.stderr, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("*.template.json"))
+    if target == "local":
+        [asset] = [p for p in tmp_path.glob("asset.*") if (p / "send_message.py").exists()]
+        assert (asset / "cloudia" / "chat.py").exists() and (asset / "aws_lambda_powertools").is_dir()
+        assert not (asset / "botocore").exists()
