@@ -3,6 +3,9 @@ pays the LLM twice; a gone connection is not a failure; context comes from Redis
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import time
 import json
 
 import pytest
@@ -140,3 +143,23 @@ def test_duplicate_delivered_during_the_attempt_does_not_call_the_llm_twice(harn
     assert running.worker.outcomes == {"answered": 1, "busy_elsewhere": 1, "duplicate": 1}
     answers = [e for e in harness.recorder.events(connection) if e["event"] == "answer"]
     assert len(answers) == 2 and answers[0] == answers[1]
+
+
+def test_a_hung_redis_costs_bounded_time_not_the_job(harness, start_worker, own_redis):
+    # GIVEN the worker's Redis accepts connections but never answers (the process is frozen)
+    settings = dataclasses.replace(harness.settings, redis_url=own_redis.url)
+    os.kill(own_redis._proc.pid, signal.SIGSTOP)
+    try:
+        job = harness.send_job("ana", "redis hangs")
+        started = time.monotonic()
+
+        # WHEN the worker runs
+        running = start_worker(settings)
+
+        # THEN every Redis call gives up after its 500 ms bound and the job is answered anyway
+        wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=15, what="the answer")
+        assert time.monotonic() - started < 10.0
+        running.stop()
+        assert running.worker.outcomes == {"answered": 1}
+    finally:
+        os.kill(own_redis._proc.pid, signal.SIGCONT)

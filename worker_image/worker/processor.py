@@ -134,7 +134,6 @@ class JobProcessor:
 
     async def _attempt(self, job: Job, message: dict, receive_count: int, permit: Permit | None, log: dict,
                        context: list[dict[str, str]], connections: list[str]) -> str:
-
         route, permit = await self._route(permit)
         if route is None:
             return await self._circuit_open(job, message, receive_count, permit, log)
