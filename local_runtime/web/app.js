@@ -121,6 +121,15 @@
       bindJob(turn, frame.jobId);
       return turn;
     }
+    // A reply to sendMessage without its clientMessageId (the circuit-open reply carries only the
+    // jobId): it answers the oldest message still waiting for its reply.
+    if (frame.jobId && (frame.event === "queued" || frame.event === "error")) {
+      const waiting = [...turnsByClientId.values()].find((t) => t.state === "sending" && !t.jobId);
+      if (waiting) {
+        bindJob(waiting, frame.jobId);
+        return waiting;
+      }
+    }
     return null;
   }
 

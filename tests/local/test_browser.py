@@ -108,6 +108,10 @@ def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_w
     page.wait_for_selector(".turn[data-state=held]", timeout=45_000)
     assert CIRCUIT_OPEN_MESSAGE in held.locator(".detail").inner_text()
     assert first.get_attribute("data-state") == "answered"
+    # AND a message sent while the circuit is open is held at once too
+    also_held = send(page, "And now?")
+    page.wait_for_selector(".turn[data-state=held] >> nth=1", timeout=45_000)
+    assert CIRCUIT_OPEN_MESSAGE in also_held.locator(".detail").inner_text()
     # The README's screenshot: written when missing or asked for (UPDATE_SCREENSHOT=1), so a test run
     # does not change the work tree.
     refresh = os.environ.get("UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
@@ -117,9 +121,10 @@ def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_w
     assert shot.stat().st_size > 10_000
     # WHEN the LLM is back THEN the kept job is answered on the page
     local_stack.faults()
-    page.wait_for_selector(".turn[data-state=answered] >> nth=1", timeout=60_000)
+    page.wait_for_selector(".turn[data-state=answered] >> nth=2", timeout=60_000)
     assert held.get_attribute("data-state") == "answered"
     assert "Are you still there?" in held.locator(".bubble.assistant").inner_text()
+    assert "And now?" in also_held.locator(".bubble.assistant").inner_text()
 
 
 @pytest.mark.gateway_args("--idle-timeout-s", "2")
