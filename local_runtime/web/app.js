@@ -189,6 +189,14 @@
       if (!jobId) continue;
       let turn = turnsByJobId.get(jobId);
       if (!turn && entry.role === "user") {
+        // A message this page sent whose `queued` was lost with the connection: the same turn.
+        turn = [...turnsByClientId.values()].find((t) => !t.jobId && t.frame && t.frame.message === entry.message);
+        if (turn) {
+          bindJob(turn, jobId);
+          if (["sending", "waiting"].includes(turn.state)) setState(turn, "queued");
+        }
+      }
+      if (!turn && entry.role === "user") {
         turn = newTurn("history-" + jobId, entry.message);
         bindJob(turn, jobId);
         setState(turn, "queued");

@@ -92,6 +92,11 @@ def test_chat_then_an_answer_completed_while_the_gateway_was_away_is_shown_after
     print(f"shown {time.monotonic() - back:.1f} s after the gateway came back")
     assert "answer me while I am away" in second.locator(".bubble.assistant").inner_text()
     assert page.locator(".turn").count() == 2  # nothing shown twice
+    # WHEN the page is reloaded THEN the conversation (kept in localStorage) comes back from the history
+    page.reload()
+    page.wait_for_selector(".turn[data-state=answered] >> nth=1")
+    assert page.locator(".turn").count() == 2
+    assert "answer me while I am away" in page.locator(".turn").nth(1).inner_text()
 
 
 def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_when_it_is_back(local_stack,
