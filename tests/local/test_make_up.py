@@ -67,9 +67,9 @@ class Output:
 
 
 @pytest.mark.timeout(360)
-def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_sigterm(tmp_path):
-    ports = {"gateway": free_port(), "emulator": free_port(), "redis": free_port(), "llm": free_port()}
-    # GIVEN nothing runs on the chosen ports WHEN `make up` starts
+def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_sigterm(tmp_path, own_redis):
+    ports = {"gateway": free_port(), "emulator": free_port(), "redis": own_redis.port, "llm": free_port()}
+    # GIVEN a Redis the person already runs, and nothing on the other ports WHEN `make up` starts
     proc = subprocess.Popen(
         [sys.executable, "-m", "local_runtime.up", "--gateway-port", str(ports["gateway"]),
          "--emulator-port", str(ports["emulator"]), "--redis-port", str(ports["redis"]),
@@ -82,7 +82,8 @@ def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_
         output.wait_for("cloud-ia is up in", proc, READY_TIMEOUT_S)
         # THEN it printed each step and where everything is
         printed = "\n".join(output.lines)
-        for expected in ("==> AWS emulator", "==> Redis", "==> deploying", "cdklocal deploy",
+        for expected in ("==> AWS emulator", "started moto server", "reusing the Redis already on",
+                         "==> deploying", "cdklocal deploy",
                          f"http://localhost:{ports['gateway']}/", f"http://localhost:{ports['llm']}/v1"):
             assert expected in printed
         # AND a client chats through the deployed system
@@ -107,10 +108,10 @@ def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    # THEN everything it started has stopped
+    # THEN everything it started has stopped, and the Redis it found is left running
     assert "==> stopped" in output.text()
     still_open = [name for name, port in ports.items() if port_open(port)]
-    assert still_open == []
+    assert still_open == ["redis"]
 
 
 @pytest.mark.timeout(60)
