@@ -2,7 +2,7 @@
 
 A job reaches the DLQ in one of two ways:
   * the worker sends a permanently failed job there itself, with the message attribute
-    `failureReason` saying why (and `failureClass`; both names are matched case-insensitively);
+    `FailureReason` saying why (and `FailureClass`; the names are matched case-insensitively);
   * SQS moves it there after `maxReceiveCount` (5) receives; such a message has no reason of its
     own, so it is shown as "max receives exceeded" with its `ApproximateReceiveCount`.
 
@@ -21,8 +21,8 @@ Moving messages back
        run: it is only deleted, never sent again;
     2. the rest are sent to the jobs queue with the same body and message attributes plus
        `redriveId` = the DLQ MessageId (a deterministic marker: the same DLQ message always carries
-       the same id, so a consumer or an operator can recognise a copy). `failureReason` and
-       `failureClass` are dropped: they described the last failure, and a new one records its own. A new message on the jobs
+       the same id, so a consumer or an operator can recognise a copy). `FailureReason` and
+       `FailureClass` are dropped: they described the last failure, and a new one records its own. A new message on the jobs
        queue starts with a receive count of 0;
     3. the ids SQS accepted are appended to the journal and fsync'ed;
     4. only then are they deleted from the DLQ, and the deletions are appended to the journal.
@@ -60,13 +60,11 @@ import boto3
 from botocore.exceptions import ClientError
 
 from cloudia import aws
-from cloudia.jobs import Job, now_ms
+from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, Job, now_ms
 from cloudia.settings import Resilience
 
-FAILURE_REASON_ATTRIBUTE = "failureReason"
-FAILURE_CLASS_ATTRIBUTE = "failureClass"
-# Attributes that describe the last failure: read case-insensitively (the worker may spell them
-# "FailureReason"), and not carried back to the jobs queue, where a new failure records its own.
+# Attributes that describe the last failure (read case-insensitively, as SQS users spell them
+# variously), not carried back to the jobs queue, where a new failure records its own.
 _FAILURE_ATTRIBUTES = {FAILURE_REASON_ATTRIBUTE.lower(), FAILURE_CLASS_ATTRIBUTE.lower()}
 REDRIVE_ID_ATTRIBUTE = "redriveId"
 MAX_RECEIVES_REASON = "max receives exceeded"

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass
 from cloudia.schema import JOBS_PARTITION_KEY, JOBS_TTL_ATTRIBUTE
 from cloudia.settings import Resilience
 
+# SQS message attributes of a job the worker moved to the DLQ: why, and the failure's class.
+FAILURE_REASON_ATTRIBUTE = "FailureReason"
+FAILURE_CLASS_ATTRIBUTE = "FailureClass"
+
 # Job states. A job moves queued -> answered | failed; `answered` is final and guards the LLM call.
 QUEUED, ANSWERED, FAILED = "queued", "answered", "failed"
 

@@ -18,7 +18,7 @@ from cloudia.breaker import OPEN, CircuitBreaker, Permit
 from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
-from cloudia.jobs import ANSWERED, FAILED, Job, JobStore, now_ms
+from cloudia.jobs import ANSWERED, FAILED, FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, Job, JobStore, now_ms
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
 from cloudia.settings import Settings
@@ -31,9 +31,6 @@ ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, BUSY_EL
 # What the user reads when a job fails for good (the reason code says why, for machines).
 FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
 FAILED_PERMANENT_MESSAGE = "A API LLM recusou esta mensagem; ela não pôde ser respondida."
-# SQS message attributes carried by a job moved to the DLQ by the worker.
-FAILURE_REASON_ATTRIBUTE = "FailureReason"
-FAILURE_CLASS_ATTRIBUTE = "FailureClass"
 
 
 @dataclass(frozen=True)
