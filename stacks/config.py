@@ -45,6 +45,9 @@ class AppConfig:
     max_azs: int = 2
     llm_provider: str = "openai"
     llm_model: str = "gpt-4o-mini"
+    # Optional second provider, used while the primary's circuit is open ("" = none).
+    llm_fallback_provider: str = ""
+    llm_fallback_model: str = ""
     # Signing secret for connection tokens in the local target only (on AWS it is generated in
     # Secrets Manager and never appears in a template).
     local_auth_secret: str = "local-dev-signing-secret"

@@ -61,6 +61,16 @@ class WorkerService(Construct):
         }
         if redis.auth_secret is not None:
             environment["REDIS_AUTH_SECRET_ARN"] = redis.auth_secret.secret_arn
+        self.llm_fallback_api_key: secretsmanager.Secret | None = None
+        if config.llm_fallback_provider:
+            self.llm_fallback_api_key = secretsmanager.Secret(
+                self, "LlmFallbackApiKey",
+                description="cloud-ia fallback LLM provider API key (set the value after deploy)")
+            environment.update({
+                "LLM_FALLBACK_PROVIDER": config.llm_fallback_provider,
+                "LLM_FALLBACK_MODEL": config.llm_fallback_model,
+                "LLM_FALLBACK_API_KEY_SECRET_ARN": self.llm_fallback_api_key.secret_arn,
+            })
         task.add_container(
             "Worker",
             image=ecs.ContainerImage.from_asset(
@@ -93,15 +103,17 @@ class WorkerService(Construct):
         jobs.dlq.grant_send_messages(task.task_role)  # permanent failures go to the DLQ at once
         tables.history.grant_read_write_data(task.task_role)
         tables.jobs.grant_read_write_data(task.task_role)
-        self.llm_api_key.grant_read(task.task_role)
+        for key in (self.llm_api_key, self.llm_fallback_api_key):
+            if key is not None:
+                key.grant_read(task.task_role)
+                NagSuppressions.add_resource_suppressions(key, [NagPackSuppression(
+                    id="AwsSolutions-SMG4", reason=(
+                        "A key issued by the LLM provider: Secrets Manager cannot rotate it; it is "
+                        "replaced by hand when the provider issues a new one."))])
         if redis.auth_secret is not None:
             redis.auth_secret.grant_read(task.task_role)
         api.grant_manage_connections(task.task_role)
 
-        NagSuppressions.add_resource_suppressions(self.llm_api_key, [NagPackSuppression(
-            id="AwsSolutions-SMG4", reason=(
-                "A key issued by the LLM provider: Secrets Manager cannot rotate it; it is replaced by "
-                "hand when the provider issues a new one."))])
         NagSuppressions.add_resource_suppressions(task, [
             NagPackSuppression(id="AwsSolutions-ECS2", reason=(
                 "The environment holds only names, URLs and settings; the secrets (LLM key, Redis AUTH) "

@@ -141,3 +141,25 @@ def test_local_target_uses_only_what_the_emulator_has(local_synth):
     for template in local_synth.templates.values():
         types = {r["Type"] for r in template.to_json()["Resources"].values()}
         assert not [t for t in types if t.startswith(EMULATOR_LACKS)]
+
+
+def test_a_configured_fallback_provider_gets_its_own_key_secret():
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+    from tests.infra.conftest import cdk_context
+
+    app = build_app(cdk_context(target="aws", settings={**cdk_json_context()["settings"],
+                                                         "llm_fallback_provider": "anthropic",
+                                                         "llm_fallback_model": "claude-haiku-4-5"}))
+    worker = Template.from_stack(app.node.find_child("cloudia-aws-dev-worker"))
+    container = next(iter(worker.find_resources("AWS::ECS::TaskDefinition").values()))["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["LLM_FALLBACK_PROVIDER"] == "anthropic" and env["LLM_FALLBACK_MODEL"] == "claude-haiku-4-5"
+    assert "LlmFallbackApiKey" in str(env["LLM_FALLBACK_API_KEY_SECRET_ARN"])
+    worker.resource_count_is("AWS::SecretsManager::Secret", 2)
+
+
+def test_without_a_fallback_provider_the_worker_has_no_fallback_settings(aws_synth):
+    env = {e["Name"] for e in worker_container(aws_synth)["Environment"]}
+    assert not {n for n in env if n.startswith("LLM_FALLBACK")}
