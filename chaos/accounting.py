@@ -1,0 +1,153 @@
+"""What became of every message: the table a scenario prints, from the clients' ledger, the jobs table,
+the history, the DLQ and the fake LLM's ledger of completions served.
+
+- answered: an `answer` event reached the client, or the job's row reads ANSWERED (the answer is stored
+  first, so a client that was away reads it from the history on reconnect);
+- in DLQ (user told): the job is in the DLQ, its row reads FAILED and its user was told (an `error`
+  event about it, or the ERROR entry the history shows on reconnect);
+- lost: accepted and neither of the above;
+- duplicated: more than one completion served for the job's (unique) text, i.e. charged twice, or two
+  different answers received for it.
+Messages refused at the door (an `error` event and no job) are counted apart: they were never accepted.
+"""
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from cloudia.history import ERROR
+from cloudia.jobs import ANSWERED, FAILED
+from chaos.clients import Ledger
+from chaos.harness import System
+
+SETTLE_POLL_S = 1.0
+# A worker killed with SIGKILL after the LLM answered but before it marked the job ANSWERED leaves a
+# paid completion behind; the redelivery pays again. A charge is put down to such a kill when the kill
+# came within this long after the completion (and before the next one). The run still reports it.
+CRASH_WINDOW_S = 2.0
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    sent: int = 0
+    refused: int = 0
+    accepted: int = 0
+    answered: int = 0
+    answered_live: int = 0
+    dlq_told: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    charged_twice: int = 0
+    crash_recharged: int = 0  # of charged_twice: explained by a SIGKILL in the crash window
+    two_answers: int = 0
+    lost_jobs: list[str] = field(default_factory=list)
+    duplicated_jobs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, object] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and all(self.checks.values())
+
+    @property
+    def ok_but_crash_recharges(self) -> bool:
+        """As `ok`, except charges explained by a SIGKILL in the crash window."""
+        return self.lost == 0 and self.duplicated == self.crash_recharged and all(self.checks.values())
+
+
+async def settle(system: System, ledger: Ledger, deadline_s: float) -> bool:
+    """Wait until every accepted job reads ANSWERED or FAILED (True), or the deadline passes (False)."""
+    loop = asyncio.get_running_loop()
+    end = time.monotonic() + deadline_s
+    while True:
+        states = await loop.run_in_executor(None, system.job_states)
+        pending = [j for j in ledger.by_job if states.get(j) not in (ANSWERED, FAILED)]
+        if not pending:
+            await asyncio.sleep(SETTLE_POLL_S)  # the last pushes are on their way
+            return True
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(SETTLE_POLL_S)
+
+
+def explained_by_kill(completions_at: list[float], kills_at: list[float]) -> bool:
+    """Every extra completion follows a SIGKILL that came within CRASH_WINDOW_S of the one before it."""
+    times = sorted(completions_at)
+    return all(any(first <= kill <= then and kill - first <= CRASH_WINDOW_S for kill in kills_at)
+               for first, then in zip(times, times[1:]))
+
+
+def account(scenario: str, system: System, ledger: Ledger, kills_at: list[float] = ()) -> Outcome:
+    states = system.job_states()
+    roles = system.history_roles()
+    in_dlq = set(system.dlq_job_ids())
+    served = system.llm_served()
+    completions, completed_at = served["completions"], served["completed_at"]
+    out = Outcome(scenario, sent=len(ledger.sent))
+    for sent in ledger.sent:
+        if not sent.accepted:
+            out.refused += 1
+            continue
+        out.accepted += 1
+        job = sent.job_id
+        if sent.answers or states.get(job) == ANSWERED:
+            out.answered += 1
+            out.answered_live += bool(sent.answers)
+        elif job in in_dlq and states.get(job) == FAILED and (sent.errors or ERROR in roles.get(job, ())):
+            out.dlq_told += 1
+        else:
+            out.lost += 1
+            out.lost_jobs.append(f"{job} (row {states.get(job)}, in DLQ {job in in_dlq}, errors {sent.errors})")
+        charged = completions.get(sent.text, 0)
+        distinct = len(set(sent.answers))
+        if charged > 1 or distinct > 1:
+            out.duplicated += 1
+            out.charged_twice += charged > 1
+            out.crash_recharged += charged > 1 and distinct <= 1 and explained_by_kill(
+                completed_at.get(sent.text, []), list(kills_at))
+            out.two_answers += distinct > 1
+            times = ", ".join(time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
+                              for t in completed_at.get(sent.text, []))
+            out.duplicated_jobs.append(f"{job}: {charged} completions (at {times} UTC), {distinct} distinct answers")
+    return out
+
+
+def percentiles_ms(values_s: list[float]) -> dict[str, float]:
+    if not values_s:
+        return {}
+    ms = sorted(v * 1000 for v in values_s)
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
+    return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(ms[-1], 1), "n": len(ms)}
+
+
+def render(outcome: Outcome) -> str:
+    header = ["sent", "refused", "accepted", "answered", "in DLQ (user told)", "lost", "duplicated"]
+    values = [outcome.sent, outcome.refused, outcome.accepted, outcome.answered, outcome.dlq_told, outcome.lost,
+              outcome.duplicated]
+    widths = [max(len(h), len(str(v))) for h, v in zip(header, values)]
+    lines = [f"== scenario {outcome.scenario}: {'PASS' if outcome.ok else 'FAIL'}",
+             "  " + " | ".join(h.rjust(w) for h, w in zip(header, widths)),
+             "  " + "-+-".join("-" * w for w in widths),
+             "  " + " | ".join(str(v).rjust(w) for v, w in zip(values, widths))]
+    lines.append(f"  answered live (answer event): {outcome.answered_live}; from the stored answer: "
+                 f"{outcome.answered - outcome.answered_live}; duplicated = charged twice {outcome.charged_twice}"
+                 f" + two different answers {outcome.two_answers}")
+    if outcome.charged_twice:
+        lines.append(f"  of the charged twice: {outcome.crash_recharged} paid again because a SIGKILL hit the worker "
+                     f"within {CRASH_WINDOW_S:g} s after the LLM answered, before the job was marked ANSWERED; "
+                     f"{outcome.charged_twice - outcome.crash_recharged} not explained by a kill")
+    for name, value in outcome.figures.items():
+        lines.append(f"  {name}: {value}")
+    for name, passed in outcome.checks.items():
+        lines.append(f"  check {'ok  ' if passed else 'FAIL'} {name}")
+    for note in outcome.notes:
+        lines.append(f"  note: {note}")
+    for job in outcome.lost_jobs[:10]:
+        lines.append(f"  lost: {job}")
+    for job in outcome.duplicated_jobs[:10]:
+        lines.append(f"  duplicated: {job}")
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""The system under chaos: the real fake LLM (with its ledger), gateway and worker processes, started by
+the same code as `make up` (`local_runtime.up`), on free loopback ports, against a fresh queue, DLQ and
+tables in the AWS emulator and a redis-server of its own (so it can be restarted for real)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import boto3
+
+from cloudia.jobs import JobStore
+from cloudia.settings import Resilience, Settings, resilience_env
+from local_runtime import up
+from tests.support.aws_resources import Resources, create_resources
+from tests.support.servers import MotoServer, RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_AUTH_SECRET = "chaos-signing-secret"
+HTTP_TIMEOUT_S = 10
+
+# Small breaker and backoff settings: retries and recoveries take seconds, so a run is bounded.
+FAST_RESILIENCE = {
+    "BREAKER_MIN_CALLS": "5",
+    "BREAKER_OPEN_S": "2",
+    "BREAKER_WINDOW_S": "10",
+    "BACKOFF_BASE_S": "0.5",
+    "BACKOFF_MAX_S": "2",
+    "LLM_TIMEOUT_S": "2",
+    "WORKER_SHUTDOWN_GRACE_S": "2",
+    "WORKER_POLL_WAIT_S": "1",
+}
+# A worker killed with SIGKILL leaves its jobs invisible for the queue's visibility timeout: keep it
+# short so they come back within the run (it stays above LLM_TIMEOUT_S, the longest a job holds one).
+CHAOS_QUEUE_VISIBILITY_S = 8
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment the deployed functions and the worker would run with, from a `Settings`."""
+    env = {f.name.upper(): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)
+           if f.name != "resilience" and getattr(settings, f.name)}
+    env.update(resilience_env(settings.resilience))
+    return env
+
+
+def http_json(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        return json.load(response)
+
+
+@dataclass
+class System:
+    """One chaos run's system. `start()` brings it up, `stop()` stops what it started."""
+
+    log_dir: Path
+    env_overrides: Mapping[str, str] = field(default_factory=dict)
+    aws_endpoint: str | None = None  # an emulator already running (tests); else one of its own
+    queue_visibility_s: int = CHAOS_QUEUE_VISIBILITY_S
+    gateway_args: tuple[str, ...] = ("--heartbeat-s", "10")
+
+    def __post_init__(self):
+        self.stack = up.LocalStack(self.log_dir)
+        self._moto: MotoServer | None = None
+        self.redis: RedisServer | None = None
+        self.resources: Resources | None = None
+        self.env: dict[str, str] = {}
+        self.ports: up.Ports | None = None
+        self.worker_restarts = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "System":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.aws_endpoint:
+            self._moto = MotoServer().start()
+            self.aws_endpoint = self._moto.endpoint
+        os.environ.update(aws_environment(self.aws_endpoint))
+        self.redis = RedisServer().start()
+        self.resources = create_resources(Resilience(), redis_url=self.redis.url, auth_secret=LOCAL_AUTH_SECRET)
+        self.sqs.set_queue_attributes(QueueUrl=self.settings.jobs_queue_url,
+                                      Attributes={"VisibilityTimeout": str(self.queue_visibility_s)})
+        self.ports = up.Ports(gateway=free_port(), emulator=0, redis=self.redis.port, llm=free_port())
+        runtime_env = {**settings_env(self.settings), **FAST_RESILIENCE, **self.env_overrides,
+                       "AUTH_SECRET": LOCAL_AUTH_SECRET, "LOG_LEVEL": "INFO", "GATEWAY_LOG_LEVEL": "WARNING"}
+        self.env = up.services_env(runtime_env, self.ports, aws_endpoint=self.aws_endpoint,
+                                   llm_url=self.llm_url)
+        try:
+            self._start_llm()
+            up.start_gateway(self.stack, self.env, self.ports, list(self.gateway_args))
+            up.start_worker(self.stack, self.env)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.stack.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self._moto is not None:
+            self._moto.stop()
+
+    def __enter__(self) -> "System":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _start_llm(self) -> None:
+        child = self.stack.spawn("fake-llm", [sys.executable, "-m", "chaos.recording_llm", "--port",
+                                              str(self.ports.llm)], up.child_env({}, ROOT))
+        if not up.wait_until(lambda: up.http_ok(f"{self.llm_url}/_faults"), up.READY_TIMEOUT_S, child.proc):
+            raise up.StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
+
+    # -- what a run needs ---------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.llm}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports.gateway}/ws"
+
+    @property
+    def sqs(self):
+        return boto3.client("sqs", endpoint_url=self.aws_endpoint)
+
+    def token(self, user: str) -> str:
+        return http_json(f"http://127.0.0.1:{self.ports.gateway}/dev/token?user={user}")["token"]
+
+    def faults(self, **faults) -> None:
+        """Set the fake LLM's faults (the whole setting); none resets them."""
+        if faults:
+            http_json(f"{self.llm_url}/_faults", "POST", faults)
+        else:
+            http_json(f"{self.llm_url}/_faults", "DELETE")
+
+    def llm_stats(self) -> dict:
+        return http_json(f"{self.llm_url}/_stats")
+
+    def llm_served(self) -> dict:
+        return http_json(f"{self.llm_url}/_served")
+
+    def child(self, name: str) -> up.Child:
+        return next(c for c in self.stack.children if c.name == name)
+
+    def alive(self, name: str) -> bool:
+        return self.child(name).proc.poll() is None
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker (no shutdown, no hand-back: its jobs come back after their visibility)."""
+        worker = self.child("worker")
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+        self.stack.children.remove(worker)
+
+    def start_worker(self) -> None:
+        up.start_worker(self.stack, self.env)
+        self.worker_restarts += 1
+
+    def restart_redis(self) -> None:
+        self.redis.restart()
+
+    def queue_depth(self, url: str) -> dict[str, int]:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return {k: int(v) for k, v in attributes["Attributes"].items()}
+
+    def job_states(self) -> dict[str, str]:
+        """jobId -> status, for every job in the jobs table."""
+        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        states = {}
+        for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table):
+            for item in page["Items"]:
+                row = {k: next(iter(v.values())) for k, v in item.items()}
+                states[row["jobId"]] = row.get("status", "")
+        return states
+
+    def history_roles(self) -> dict[str, set[str]]:
+        """jobId -> the roles of its history entries (USER, ASSISTANT, ERROR)."""
+        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        roles: dict[str, set[str]] = {}
+        for page in db.get_paginator("scan").paginate(TableName=self.settings.history_table):
+            for item in page["Items"]:
+                row = {k: next(iter(v.values())) for k, v in item.items()}
+                if "jobId" in row:
+                    roles.setdefault(row["jobId"], set()).add(row.get("role", ""))
+        return roles
+
+    def dlq_job_ids(self) -> list[str]:
+        """The job ids of the messages in the DLQ (read with a lease, then made visible again)."""
+        sqs, found, handles = self.sqs, [], []
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.settings.jobs_dlq_url, MaxNumberOfMessages=10,
+                                        VisibilityTimeout=30, WaitTimeSeconds=0).get("Messages", [])
+            if not batch:
+                break
+            for message in batch:
+                handles.append(message["ReceiptHandle"])
+                try:
+                    found.append(json.loads(message["Body"])["job_id"])
+                except (ValueError, KeyError, TypeError):
+                    found.append(f"<malformed {message['MessageId']}>")
+        for handle in handles:
+            sqs.change_message_visibility(QueueUrl=self.settings.jobs_dlq_url, ReceiptHandle=handle,
+                                          VisibilityTimeout=0)
+        return found
+
+    def jobs(self) -> JobStore:
+        return JobStore(boto3.client("dynamodb", endpoint_url=self.aws_endpoint), self.settings.jobs_table,
+                        self.settings.resilience)

@@ -1,0 +1,354 @@
+"""The four chaos scenarios. Each takes a `Profile` (short for `make test`, long for `make chaos`), brings
+up its own system, does its harm for real, waits (bounded) for the dust to settle and returns an
+`Outcome` whose table says what was sent, answered, dead-lettered, lost and duplicated."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaos import fuzz
+from chaos.accounting import Outcome, account, percentiles_ms, settle
+from chaos.clients import ChatClient, Ledger
+from chaos.harness import ROOT, System
+from chaos.recording_llm import POISON_MARKER
+from cloudia.jobs import ANSWERED
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # 1. load under faults
+    load_messages: int
+    load_clients: int
+    load_worker_kills: int
+    load_settle_s: float
+    # 2. LLM outage
+    outage_s: float
+    outage_clients: int
+    outage_send_interval_s: float
+    # 3. poison message: the backoff base (the real default is 2 s)
+    poison_backoff_base_s: float
+    # 4. fuzzer
+    fuzz_frames: int
+    fuzz_connections: int
+    fuzz_oversized: int
+
+
+SHORT = Profile("short", load_messages=200, load_clients=20, load_worker_kills=2, load_settle_s=120,
+                outage_s=5, outage_clients=4, outage_send_interval_s=0.5,
+                poison_backoff_base_s=1.0,
+                fuzz_frames=1000, fuzz_connections=4, fuzz_oversized=5)
+LONG = Profile("long", load_messages=10_000, load_clients=100, load_worker_kills=5, load_settle_s=900,
+               outage_s=60, outage_clients=10, outage_send_interval_s=0.5,
+               poison_backoff_base_s=2.0,
+               fuzz_frames=30_000, fuzz_connections=8, fuzz_oversized=100)
+
+# Shares of all LLM requests in scenario 1: 20 % 5xx, 5 % timeouts, 5 % 429 with Retry-After.
+ERROR_SHARE, TIMEOUT_SHARE, THROTTLE_SHARE = 0.20, 0.05, 0.05
+# Per-user limits raised for the load (the defaults would refuse a flood from one user, by design).
+LOAD_LIMITS = {"RATE_LIMIT_PER_MINUTE": "1000000", "DAILY_TOKEN_BUDGET": "1000000000"}
+# Scenario 4's good clients chat at the pace of a person, within the default rate limit (20 a minute).
+GOOD_CLIENT_INTERVAL_S = 3.5
+# A malformed frame not answered within this is counted as unanswered.
+FUZZ_REPLY_TIMEOUT_S = 3.0
+
+
+def mixed_faults() -> dict:
+    """The fake LLM rolls timeout, then 429, then 5xx, each on what the previous left: conditional rates
+    that make the shares of all requests the ones above."""
+    throttle = THROTTLE_SHARE / (1 - TIMEOUT_SHARE)
+    error = ERROR_SHARE / (1 - TIMEOUT_SHARE - THROTTLE_SHARE)
+    return {"timeout_rate": TIMEOUT_SHARE, "throttle_rate": round(throttle, 6), "retry_after_s": 1,
+            "error_rate": round(error, 6), "error_status": 503}
+
+
+async def _clients(system: System, ledger: Ledger, count: int, prefix: str) -> list[ChatClient]:
+    clients = [ChatClient(system.ws_url, lambda u=f"{prefix}-{i}": system.token(u), f"{prefix}-{i}", ledger)
+               for i in range(count)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    return clients
+
+
+async def _close(clients: list[ChatClient]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _run_id() -> str:
+    return f"{int(time.time())}-{os.getpid()}"
+
+
+# -- 1. load under LLM faults, worker SIGKILLs and a Redis restart ----------------------------------
+async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str | None = None,
+                            timeline_path: Path | None = None) -> Outcome:
+    run = _run_id()
+    with System(log_dir / "1-load", env_overrides=LOAD_LIMITS, aws_endpoint=aws_endpoint) as system:
+        system.faults(**mixed_faults())
+        ledger = Ledger()
+        clients = await _clients(system, ledger, profile.load_clients, "load")
+        per_client = [profile.load_messages // profile.load_clients
+                      + (i < profile.load_messages % profile.load_clients) for i in range(profile.load_clients)]
+        events: list[tuple[float, str]] = []
+        loop = asyncio.get_running_loop()
+        # The harm, at fixed shares of the messages sent: SIGKILLs spread out, the Redis restart in the middle.
+        kill_points = [(k + 1) / (profile.load_worker_kills + 1) for k in range(profile.load_worker_kills)]
+        harm = sorted([(p, "worker SIGKILL") for p in kill_points] + [(0.5 + 0.5 / (len(kill_points) + 2), "redis restart")])
+
+        async def harm_driver() -> None:
+            for share, what in harm:
+                while len(ledger.sent) < share * profile.load_messages:
+                    await asyncio.sleep(0.05)
+                events.append((time.time(), what))
+                if what == "worker SIGKILL":
+                    system.kill_worker()
+                    await loop.run_in_executor(None, system.start_worker)
+                else:
+                    await loop.run_in_executor(None, system.restart_redis)
+
+        async def one_client(client: ChatClient, count: int) -> None:
+            last_ping = time.monotonic()
+            for n in range(count):
+                await client.send_message(f"chaos load {run} {client.user} #{n}")
+                if time.monotonic() - last_ping > 2:  # the page's heartbeat: keeps the registration alive
+                    await client.ping()
+                    last_ping = time.monotonic()
+
+        started = time.time()
+        await asyncio.gather(harm_driver(), *(one_client(c, n) for c, n in zip(clients, per_client)))
+        sent_s = time.time() - started
+        settled = await settle(system, ledger, profile.load_settle_s)
+        finished = time.time()
+        await _close(clients)
+        outcome = account("1 load under LLM faults, worker SIGKILLs, Redis restart", system, ledger,
+                          kills_at=[t for t, what in events if what == "worker SIGKILL"])
+        latencies = [s.answered_at - s.sent_at for s in ledger.sent if s.answered_at]
+        outcome.figures.update({
+            "LLM faults": mixed_faults(),
+            "limits raised for the load": LOAD_LIMITS,
+            "clients": profile.load_clients,
+            "harm": ", ".join(f"{what} at {time.strftime('%H:%M:%S', time.gmtime(t))}.{int(t % 1 * 1000):03d} "
+                              f"(+{t - started:.1f}s)" for t, what in events),
+            "worker restarts": system.worker_restarts,
+            "client reconnects": sum(c.reconnects for c in clients),
+            "sending took (s)": round(sent_s, 1),
+            "all settled after (s)": round(finished - started, 1),
+            "send-to-answer latency, answered live (ms)": percentiles_ms(latencies),
+            "LLM requests": system.llm_stats(),
+        })
+        outcome.checks["every accepted job settled before the deadline"] = settled
+        outcome.checks["every worker SIGKILL and the Redis restart happened"] = len(events) == len(harm)
+        outcome.checks["gateway still up"] = system.alive("gateway")
+        if timeline_path is not None:
+            timeline_path.write_text(json.dumps({
+                "started": started,
+                "events": events,
+                "answers": [(s.sent_at, s.answered_at) for s in ledger.sent if s.answered_at],
+            }))
+        return outcome
+
+
+# -- 2. the LLM down, then back --------------------------------------------------------------------
+async def llm_outage(profile: Profile, log_dir: Path, aws_endpoint: str | None = None,
+                     env_overrides: dict | None = None, name: str = "2 LLM outage, then back") -> Outcome:
+    run = _run_id()
+    with System(log_dir / "2-outage", env_overrides=env_overrides or {}, aws_endpoint=aws_endpoint) as system:
+        ledger = Ledger()
+        clients = await _clients(system, ledger, profile.outage_clients, "outage")
+        # Before: the LLM answers.
+        await asyncio.gather(*(c.send_message(f"outage before {run} {c.user}") for c in clients))
+        await settle(system, ledger, 30)
+        calls_before = system.llm_stats()["requests"]
+        system.faults(down=True)
+        outage_started = time.time()
+        during: list = []
+
+        async def keep_sending(client: ChatClient) -> None:
+            n = 0
+            while time.time() - outage_started < profile.outage_s:
+                during.append(await client.send_message(f"outage during {run} {client.user} #{n}"))
+                n += 1
+                await asyncio.sleep(profile.outage_send_interval_s)
+
+        await asyncio.gather(*(keep_sending(c) for c in clients))
+        calls_during = system.llm_stats()["requests"] - calls_before
+        system.faults()
+        recovered = time.time()
+        settled = await settle(system, ledger, max(60.0, profile.outage_s * 2))
+        await _close(clients)
+        outcome = account(name, system, ledger)
+        held = [s for s in during if s.ack == "held"]
+        first_error_s = []  # send -> the first error event about the job (the fail-fast one when held)
+        for s in during:
+            if s.errors:
+                first_error_s.append(min(t for _, t in s.errors) - s.sent_at)
+        states = system.job_states()
+        answered_after = sum(1 for s in during if s.accepted and (s.answers or states.get(s.job_id) == ANSWERED))
+        outcome.figures.update({
+            "outage (s)": profile.outage_s,
+            "breaker settings": {k: system.env[k] for k in ("BREAKER_MIN_CALLS", "BREAKER_WINDOW_S",
+                                                            "BREAKER_OPEN_S", "BACKOFF_BASE_S")},
+            "messages sent during the outage": len(during),
+            "accepted and held with the fail-fast error at once": len(held),
+            "send -> circuit error event (ms)": percentiles_ms([s.ack_at - s.sent_at for s in held]),
+            "send -> first error event, any (ms)": percentiles_ms(first_error_s),
+            "LLM calls during the outage": calls_during,
+            "answered after recovery (of those sent during the outage)": answered_after,
+            "recovered to all settled (s)": round(time.time() - recovered, 1),
+        })
+        outcome.checks["every accepted job settled before the deadline"] = settled
+        outcome.figures["_raw"] = {"held": len(held), "calls_during": calls_during, "during": len(during),
+                                   "fail_fast_s": [s.ack_at - s.sent_at for s in held],
+                                   "first_error_s": first_error_s}
+        return outcome
+
+
+# -- 3. a poison message, the DLQ, its alarm condition and the redrive ---------------------------------
+def poison_schedule_ok(gaps_s: list[float], base_s: float, jitter: float) -> bool:
+    """Each gap between receives is the backoff of the previous attempt: base * 2^(n-1) +- jitter, to
+    whole seconds (SQS visibility), plus the worker's poll and processing (up to 1.5 s)."""
+    for n, gap in enumerate(gaps_s, start=1):
+        nominal = base_s * 2 ** (n - 1)
+        if not (round(nominal * (1 - jitter)) - 0.6 <= gap <= round(nominal * (1 + jitter)) + 1.5):
+            return False
+    return True
+
+
+async def poison_message(profile: Profile, log_dir: Path, aws_endpoint: str | None = None) -> Outcome:
+    run = _run_id()
+    backoff = {"BACKOFF_BASE_S": str(profile.poison_backoff_base_s), "BACKOFF_MAX_S": "300",
+               # A single poison message must not open the circuit for everyone else.
+               "BREAKER_MIN_CALLS": "10"}
+    with System(log_dir / "3-poison", env_overrides=backoff, aws_endpoint=aws_endpoint,
+                queue_visibility_s=60) as system:
+        ledger = Ledger()
+        [client, good] = await _clients(system, ledger, 2, "poison")
+        text = f"{POISON_MARKER} {run} always fails"
+        sent = await client.send_message(text)
+        good_sent = await good.send_message(f"poison neighbour {run}")
+        deadline = time.monotonic() + 2 * profile.poison_backoff_base_s * 16 + 30
+        while not sent.errors and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await settle(system, ledger, 10)
+        attempts = sorted(system.llm_served()["attempts"].get(text, []))
+        gaps = [round(b - a, 2) for a, b in zip(attempts, attempts[1:])]
+        dlq_depth = system.queue_depth(system.settings.jobs_dlq_url)["ApproximateNumberOfMessages"]
+        outcome = account("3 poison message -> DLQ -> redrive", system, ledger)
+        # Stop the worker so the redriven message stays in the jobs queue where we can see it.
+        worker = system.child("worker")
+        worker.proc.terminate()
+        worker.proc.wait(timeout=30)
+        system.stack.children.remove(worker)
+        env = {**os.environ, **system.env, "PYTHONPATH": str(ROOT)}
+        redrive = subprocess.run([sys.executable, "-m", "cloudia.dlq", "redrive", "--apply",
+                                  "--journal", str(log_dir / "3-poison" / "redrive-journal")],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        dlq_after = system.queue_depth(system.settings.jobs_dlq_url)
+        returned = []
+        for _ in range(5):
+            for message in system.sqs.receive_message(QueueUrl=system.settings.jobs_queue_url,
+                                                      MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                                      WaitTimeSeconds=1).get("Messages", []):
+                returned.append(json.loads(message["Body"]).get("job_id"))
+            if sent.job_id in returned:
+                break
+        outcome.figures.update({
+            "backoff base (s)": profile.poison_backoff_base_s,
+            "LLM attempts (receives)": len(attempts),
+            "gaps between receives (s)": gaps,
+            "DLQ ApproximateNumberOfMessagesVisible": dlq_depth,
+            "redrive tool": f"exit {redrive.returncode}: {redrive.stdout.strip().splitlines()[-1:] or redrive.stderr[-300:]}",
+            "DLQ after redrive": dlq_after,
+        })
+        outcome.checks["the poison job was received exactly 5 times"] = len(attempts) == 5
+        outcome.checks[f"receives followed the {profile.poison_backoff_base_s:g}/{2 * profile.poison_backoff_base_s:g}/"
+                       f"{4 * profile.poison_backoff_base_s:g}... s backoff"] = poison_schedule_ok(gaps, profile.poison_backoff_base_s, 0.2)
+        outcome.checks["its user was told (error event)"] = bool(sent.errors)
+        outcome.checks["DLQ alarm condition holds (visible >= 1, the alarm's threshold)"] = dlq_depth >= 1
+        outcome.checks["redrive tool exited 0"] = redrive.returncode == 0
+        outcome.checks["DLQ empty after the redrive"] = dlq_after["ApproximateNumberOfMessages"] == 0
+        outcome.checks["the poison job is back in the jobs queue"] = sent.job_id in returned
+        outcome.checks["its neighbour was answered"] = bool(good_sent.answers)
+        return outcome
+
+
+# -- 4. a fuzzer through the gateway while good clients chat -------------------------------------------
+async def bad_input(profile: Profile, log_dir: Path, aws_endpoint: str | None = None) -> Outcome:
+    run = _run_id()
+    with System(log_dir / "4-fuzz", aws_endpoint=aws_endpoint) as system:
+        ledger = Ledger()
+        good = await _clients(system, ledger, 3, "good")
+        fuzzers = await _clients(system, Ledger(), profile.fuzz_connections, "fuzzer")
+        rng = random.Random(20251125)
+        frames = [fuzz.malformed_frame(rng) for _ in range(profile.fuzz_frames)]
+        share = [frames[i::len(fuzzers)] for i in range(len(fuzzers))]
+        results = {"error": 0, "other": 0, "missing": 0}
+        others: list = []
+        done = asyncio.Event()
+
+        async def fuzz_one(client: ChatClient, mine: list) -> None:
+            for frame in mine:
+                reply = await client.request(frame, timeout_s=FUZZ_REPLY_TIMEOUT_S)
+                if reply is None:
+                    results["missing"] += 1
+                    await client.reconnect()
+                elif reply.get("event") == "error":
+                    results["error"] += 1
+                else:
+                    results["other"] += 1
+                    others.append((frame[:200] if isinstance(frame, (str, bytes)) else frame, reply))
+
+        async def oversized() -> dict:
+            seen = {"error_then_closed": 0, "other": 0}
+            for n in range(profile.fuzz_oversized):
+                client = ChatClient(system.ws_url, lambda: system.token("fuzzer-big"), "fuzzer-big", Ledger())
+                await client.connect()
+                reply = await client.request("x" * (fuzz.MAX_FRAME_BYTES + 1 + n), timeout_s=15)
+                closed = await client.request("{}", timeout_s=5) is None
+                seen["error_then_closed" if reply and reply.get("event") == "error" and closed else "other"] += 1
+                await client.close()
+            return seen
+
+        async def chat_meanwhile(client: ChatClient) -> None:
+            n = 0
+            while not done.is_set():
+                await client.send_message(f"fuzz neighbour {run} {client.user} #{n}")
+                n += 1
+                await asyncio.sleep(GOOD_CLIENT_INTERVAL_S)
+
+        chatting = [asyncio.create_task(chat_meanwhile(c)) for c in good]
+        started = time.time()
+        big, *_ = await asyncio.gather(oversized(), *(fuzz_one(c, m) for c, m in zip(fuzzers, share)))
+        fuzz_s = time.time() - started
+        done.set()
+        await asyncio.gather(*chatting)
+        settled = await settle(system, ledger, 60)
+        await _close(good + fuzzers)
+        outcome = account("4 bad input through the gateway", system, ledger)
+        outcome.figures.update({
+            "malformed frames sent": len(frames),
+            "answered with an error event": results["error"],
+            "answered otherwise": results["other"],
+            "no answer": results["missing"],
+            "oversized frames (error, then close 1009)": big,
+            "fuzzing took (s)": round(fuzz_s, 1),
+            "frames per second": round(len(frames) / fuzz_s, 1),
+            "good messages during the fuzzing (the table above)": len(ledger.sent),
+        })
+        outcome.checks["every malformed frame answered with an error event"] = (
+            results["error"] == len(frames) and not results["other"] and not results["missing"])
+        outcome.checks["every oversized frame got an error, then the close"] = big["other"] == 0
+        outcome.checks["gateway and worker still up"] = system.alive("gateway") and system.alive("worker")
+        outcome.checks["good clients served meanwhile (all answered)"] = (
+            settled and len(ledger.sent) > 0 and all(s.accepted and s.answers for s in ledger.sent))
+        for frame, reply in others[:5]:
+            outcome.notes.append(f"non-error reply to {frame!r}: {reply}")
+        return outcome
+
+
+SCENARIOS = {1: load_under_faults, 2: llm_outage, 3: poison_message, 4: bad_input}
