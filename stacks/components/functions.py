@@ -8,9 +8,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from cloudia.settings import resilience_env
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.redis_cache import RedisEndpoint
+from stacks.components.runtime_environment import runtime_environment
 from stacks.components.log_groups import retained_log_group
 from stacks.components.lambda_code import ARCHITECTURE, RUNTIME, function_code
 from stacks.components.tables import ChatTables
@@ -35,21 +35,8 @@ class ChatFunctions(Construct):
                  auth_secret: secretsmanager.ISecret | None) -> None:
         super().__init__(scope, construct_id)
         code = function_code()
-        environment = {
-            "JOBS_QUEUE_URL": jobs.queue.queue_url,
-            "JOBS_DLQ_URL": jobs.dlq.queue_url,
-            "HISTORY_TABLE": tables.history.table_name,
-            "JOBS_TABLE": tables.jobs.table_name,
-            "IDEMPOTENCY_TABLE": tables.idempotency.table_name,
-            "REDIS_URL": redis.url,
-            "METRICS_NAMESPACE": "CloudIa",
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": "CloudIa",
-            "LOG_LEVEL": "INFO",
-            **resilience_env(config.resilience),
-        }
-        if redis.auth_secret is not None:
-            environment["REDIS_AUTH_SECRET_ARN"] = redis.auth_secret.secret_arn
+        environment = runtime_environment(config, service_name=SERVICE_NAME, jobs=jobs, tables=tables,
+                                          redis=redis)
         if auth_secret is not None:
             environment["AUTH_SECRET_ARN"] = auth_secret.secret_arn
         else:

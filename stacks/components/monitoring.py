@@ -12,7 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.components.jobs_queue import JobsQueue
-from stacks.components.worker_service import METRICS_NAMESPACE
+from stacks.components.runtime_environment import METRICS_NAMESPACE
 from stacks.config import AppConfig
 
 # The worker emits this metric (Powertools, service "worker") on every transition to open.

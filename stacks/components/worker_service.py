@@ -11,18 +11,17 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from cloudia.settings import resilience_env
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.lambda_code import ROOT
 from stacks.components.log_groups import retained_log_group
 from stacks.components.redis_cache import RedisEndpoint
+from stacks.components.runtime_environment import runtime_environment
 from stacks.components.tables import ChatTables
 from stacks.components.websocket_api import ChatWebSocketApi
 from stacks.config import AppConfig
 
 # The image needs only the worker and the shared package; the rest of the repository stays out.
 IMAGE_EXCLUDE = ["*", "!cloudia", "!cloudia/**", "!worker_image", "!worker_image/**", "**/__pycache__"]
-METRICS_NAMESPACE = "CloudIa"
 
 
 class WorkerService(Construct):
@@ -43,24 +42,12 @@ class WorkerService(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX),
         )
         environment = {
-            "JOBS_QUEUE_URL": jobs.queue.queue_url,
-            "JOBS_DLQ_URL": jobs.dlq.queue_url,
-            "HISTORY_TABLE": tables.history.table_name,
-            "JOBS_TABLE": tables.jobs.table_name,
-            "IDEMPOTENCY_TABLE": tables.idempotency.table_name,
-            "REDIS_URL": redis.url,
+            **runtime_environment(config, service_name="worker", jobs=jobs, tables=tables, redis=redis),
             "WS_MANAGEMENT_ENDPOINT": api.management_endpoint,
             "LLM_PROVIDER": config.llm_provider,
             "LLM_MODEL": config.llm_model,
             "LLM_API_KEY_SECRET_ARN": self.llm_api_key.secret_arn,
-            "METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "POWERTOOLS_SERVICE_NAME": "worker",
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "LOG_LEVEL": "INFO",
-            **resilience_env(config.resilience),
         }
-        if redis.auth_secret is not None:
-            environment["REDIS_AUTH_SECRET_ARN"] = redis.auth_secret.secret_arn
         self.llm_fallback_api_key: secretsmanager.Secret | None = None
         if config.llm_fallback_provider:
             self.llm_fallback_api_key = secretsmanager.Secret(
