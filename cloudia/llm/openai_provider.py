@@ -2,40 +2,21 @@
 as the local fake LLM: only the base URL differs)."""
 from __future__ import annotations
 
-import asyncio
-
 import openai
 
-from cloudia.llm import Completion, OnToken, api_key
-from cloudia.llm._errors import classify
-from cloudia.settings import Settings
+from cloudia.llm import Completion, OnToken
+from cloudia.llm._sdk import SdkProvider
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
 
-class OpenAiProvider:
+class OpenAiProvider(SdkProvider):
     name = "openai"
+    sdk = openai
+    default_model = DEFAULT_MODEL
 
-    def __init__(self, settings: Settings):
-        self._timeout_s = settings.resilience.llm_timeout_s
-        self._model = settings.llm_model or DEFAULT_MODEL
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key(settings), base_url=settings.llm_base_url or None,
-            timeout=self._timeout_s, max_retries=0,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
-        try:
-            # The SDK timeout bounds each connect/read; this bounds the whole answer.
-            async with asyncio.timeout(self._timeout_s):
-                if on_token is None:
-                    return await self._complete(messages)
-                return await self._stream(messages, on_token)
-        except Exception as error:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify(error, openai) from error
+    def make_client(self, **options):
+        return openai.AsyncOpenAI(**options)
 
     async def _complete(self, messages) -> Completion:
         response = await self._client.chat.completions.create(model=self._model, messages=messages)
