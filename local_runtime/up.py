@@ -7,6 +7,9 @@ step says what failed and how to fix it, and exits non-zero. Every port can be o
 environment), so tests run the same code on free ports.
 
     python -m local_runtime.up [--gateway-port 8080] [--emulator-port 4566] [--redis-port 6379] [--llm-port 8089]
+
+Time to ready measured on a 2-core machine with everything installed: ~29 s on a first run (deploy
+~26 s, most of it `cdklocal` synthesizing), ~16 s when the CDK CLI's caches are warm.
 """
 from __future__ import annotations
 

@@ -123,13 +123,13 @@
     }
     // A reply to sendMessage without its clientMessageId (the circuit-open reply carries only the
     // jobId): it answers the oldest message still waiting for its reply.
-    if (frame.jobId && (frame.event === "queued" || frame.event === "error")) {
-      const waiting = [...turnsByClientId.values()].find((t) => t.state === "sending" && !t.jobId);
-      if (waiting) {
-        bindJob(waiting, frame.jobId);
-        return waiting;
-      }
+    const waiting = [...turnsByClientId.values()].find((t) => t.state === "sending" && !t.jobId);
+    if (waiting && frame.jobId && (frame.event === "queued" || frame.event === "error")) {
+      bindJob(waiting, frame.jobId);
+      return waiting;
     }
+    // A refusal of a message (too long, rate limit, budget ...) names neither: it is the oldest one's.
+    if (waiting && !frame.jobId && frame.event === "error") return waiting;
     return null;
   }
 

@@ -25,6 +25,8 @@ FAST_RESILIENCE = {
     "BACKOFF_MAX_S": "2",
     "LLM_TIMEOUT_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
+    # Short enough for a test to send a longer message.
+    "MAX_MESSAGE_CHARS": "200",
 }
 
 

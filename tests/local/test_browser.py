@@ -146,3 +146,18 @@ def test_the_pages_heartbeat_keeps_an_idle_connection_open(local_stack, page):
     assert page.get_attribute("#status", "data-connections") == "1"
     assert page.get_attribute("#status", "data-status") == "online"
     assert int(rare.get_attribute("#status", "data-connections")) >= 2
+
+
+def test_a_refused_message_shows_failed_with_the_reason(local_stack, page):
+    # GIVEN a deployment that accepts messages up to 200 characters
+    page.goto(local_stack.page)
+    page.wait_for_selector("#status[data-status=online]")
+    # WHEN the person sends a longer one
+    refused = send(page, "x" * 300)
+    # THEN that message shows failed, with the backend's reason
+    page.wait_for_selector(".turn[data-state=failed]")
+    assert "200 characters" in refused.locator(".detail").inner_text()
+    # AND the next message goes through
+    send(page, "short one")
+    page.wait_for_selector(".turn[data-state=answered]")
+    assert refused.get_attribute("data-state") == "failed"
