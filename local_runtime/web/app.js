@@ -12,6 +12,9 @@
   const BACKOFF_CAP_MS = setting("backoff_cap_ms", 30000);
   const HISTORY_MARGIN_MS = 30000;     // ask a little further back than the last event (clock skew)
   const CIRCUIT_OPEN = "circuit_open";
+  // The backend no longer knows this connection (its registration expired, Redis restarted ...):
+  // a new connection registers again, and messages still waiting for a reply are sent again.
+  const SESSION_LOST = ["unauthenticated", "token_expired", "token_invalid", "token_missing"];
 
   const $ = (id) => document.getElementById(id);
   const log = $("log");
@@ -136,6 +139,10 @@
   function onEvent(frame) {
     if (frame.event === "pong") { clearTimeout(pongTimer); return; }
     if (frame.event === "history") { onHistory(frame); return; }
+    if (frame.event === "error" && !frame.jobId && SESSION_LOST.includes(frame.reason)) {
+      if (ws) ws.close(4001, "session lost");
+      return;
+    }
     const turn = turnOf(frame);
     if (!turn) {
       if (frame.jobId && ["token", "answer", "error"].includes(frame.event)) {
@@ -214,8 +221,11 @@
   }
 
   // ---------- connection ----------
+  class NameRefused extends Error {}
+
   async function fetchToken() {
     const response = await fetch("/dev/token?user=" + encodeURIComponent(user), { cache: "no-store" });
+    if (response.status === 400) throw new NameRefused((await response.json()).message);
     if (!response.ok) throw new Error("token: HTTP " + response.status);
     return (await response.json()).token;
   }
@@ -232,6 +242,13 @@
     try {
       token = await fetchToken();
     } catch (err) {
+      if (err instanceof NameRefused) {
+        // Retrying cannot help: wait for another name.
+        setStatus("offline", "choose another name");
+        say(err.message);
+        userInput.focus();
+        return;
+      }
       scheduleReconnect("gateway unreachable");
       return;
     }
