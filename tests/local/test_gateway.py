@@ -314,3 +314,19 @@ def test_the_authorizer_runs_before_connect_and_its_context_rides_on_every_event
     for route in ("$connect", "sendMessage", "$disconnect"):
         assert recorder.of_route(route)[0]["requestContext"]["authorizer"] == {"userId": "alice",
                                                                               "principalId": "alice"}
+
+
+def test_stopping_the_gateway_closes_each_connection_with_its_disconnect(recorder):
+    # GIVEN a connected client
+    server = GatewayThread(recorder.handlers()).start()
+    ws = connect(f"{server.ws}?token=good")
+    try:
+        # WHEN the gateway stops
+        server.stop()
+        # THEN the client is told it is going away, and $disconnect ran for its connection
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1001
+    finally:
+        ws.close()
+    assert [e["requestContext"]["disconnectReason"] for e in recorder.of_route("$disconnect")] == ["Going away"]
