@@ -390,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     try:
+        # Fail before the deploy, not after it, when a port this run needs is taken.
+        for name, port, flag in (("gateway", ports.gateway, "--gateway-port"), ("fake LLM", ports.llm, "--llm-port")):
+            if port_answers(port):
+                raise StepFailed(f"port {port} for the {name} is already in use",
+                                 f"stop what listens on {port} (an earlier `make up`?) or choose another with {flag}")
         if args.emulator_endpoint:
             endpoint = args.emulator_endpoint
             step(f"AWS emulator at {endpoint} (given)")

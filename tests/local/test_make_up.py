@@ -132,3 +132,24 @@ def test_a_failing_step_says_what_failed_and_how_to_fix_it_and_stops_what_it_sta
     # AND the emulator it had started is stopped again
     assert "started moto server" in result.stdout
     assert not port_open(emulator_port)
+
+
+@pytest.mark.timeout(30)
+def test_a_taken_port_fails_before_anything_starts(tmp_path):
+    # GIVEN something already listens on the gateway's port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        emulator_port = free_port()
+        # WHEN `make up` runs
+        result = subprocess.run(
+            [sys.executable, "-m", "local_runtime.up", "--gateway-port", str(port),
+             "--emulator-port", str(emulator_port), "--log-dir", str(tmp_path)],
+            cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=25,
+        )
+    # THEN it stops at once, names the port and the flag to choose another, and started nothing
+    assert result.returncode == 1
+    assert f"port {port} for the gateway is already in use" in result.stderr
+    assert "--gateway-port" in result.stderr
+    assert "emulator" not in result.stdout.split("==> stopping")[0].lower()
