@@ -163,3 +163,22 @@ def test_a_hung_redis_costs_bounded_time_not_the_job(harness, start_worker, own_
         assert running.worker.outcomes == {"answered": 1}
     finally:
         os.kill(own_redis._proc.pid, signal.SIGCONT)
+
+
+def test_the_tokens_an_answer_used_are_charged_to_the_users_daily_budget(harness, start_worker):
+    from cloudia.limits import UsageLimits, estimate_tokens
+    from cloudia.llm.fake import count_tokens
+
+    # GIVEN a queued job whose message the sender already charged at the door (its estimate)
+    limits = UsageLimits(harness.redis, 100, 1_000_000)
+    message = "tell me about exponential backoff with jitter, in detail please"
+    job = harness.send_job("ana", message)
+    before = limits.charge_tokens("ana", estimate_tokens(message))
+    # WHEN the worker answers it
+    start_worker(harness.settings)
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the job answered")
+    # THEN the day's total grows by what the LLM reported using, beyond that estimate
+    used = count_tokens(message) + count_tokens(f"Echo: {message}")
+    assert used > estimate_tokens(message)
+    wait_until(lambda: limits.charge_tokens("ana", 0) == before + used - estimate_tokens(message),
+               what="the budget charged with the answer's tokens")

@@ -16,6 +16,7 @@ from cloudia.context_cache import ContextCache
 from cloudia.history import HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import JobStore
+from cloudia.limits import UsageLimits
 from cloudia.llm import LlmProvider, build_fallback_provider, build_provider
 from cloudia.push import Pusher
 from cloudia.settings import Settings
@@ -63,6 +64,7 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
         leases=JobLeases(redis, res.llm_timeout_s + JOB_LEASE_MARGIN_S),
+        limits=UsageLimits(redis, res.rate_limit_per_minute, res.daily_token_budget),
     )
     return Worker(settings, processor, aws.sqs_long_poll(res, max(LONG_POLL_WAIT_S, settings.worker_poll_wait_s)),
                   metrics, executor,

@@ -19,6 +19,7 @@ from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import ANSWERED, FAILED, FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, Job, JobStore, now_ms
+from cloudia.limits import UsageLimits, estimate_tokens
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
 from cloudia.settings import Settings
@@ -44,7 +45,7 @@ class Route:
 class JobProcessor:
     def __init__(self, settings: Settings, *, sqs, jobs: JobStore, history: HistoryStore, cache: ContextCache,
                  pusher: Pusher, primary: Route, fallback: Route | None, metrics: WorkerMetrics,
-                 leases: JobLeases, executor: Executor | None = None):
+                 leases: JobLeases, limits: UsageLimits, executor: Executor | None = None):
         self._settings = settings
         self._res = settings.resilience
         self._sqs = sqs
@@ -53,6 +54,7 @@ class JobProcessor:
         self._cache = cache
         self._pusher = pusher
         self._leases = leases
+        self._limits = limits
         self.primary = primary
         self.fallback = fallback
         self._metrics = metrics
@@ -172,10 +174,22 @@ class JobProcessor:
                     context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}]),
             self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, completion.text, job.conversation_id)))
         await self._delete(message)
+        await self._charge_answer(job, completion)
         self._metrics.job_succeeded()
         logger.info("job answered", extra={**log, "provider": route.provider.name, "delivered_to": delivered,
                                            "llm_ms": round(elapsed_s * 1000), "output_tokens": completion.output_tokens})
         return ANSWERED_OUTCOME
+
+    async def _charge_answer(self, job: Job, completion) -> None:
+        """Add what the LLM really used to the user's daily budget, beyond the estimate the sender
+        charged at the door. Best effort: the answer is already delivered and must not be retried."""
+        extra = completion.input_tokens + completion.output_tokens - estimate_tokens(job.message)
+        if extra <= 0:
+            return
+        try:
+            await self.io(self._limits.charge_tokens, job.user_id, extra)
+        except Exception:  # noqa: BLE001 - Redis trouble: the budget undercounts, nothing is lost
+            logger.warning("could not charge the answer's tokens", extra={"job_id": job.job_id, "tokens": extra})
 
     async def _route(self, permit: Permit | None) -> tuple[Route | None, Permit]:
         """The primary while its breaker lets the call through, else the fallback's, else None."""
