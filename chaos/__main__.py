@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import signal
 import sys
 import tempfile
 import time
@@ -30,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-crash-recharges", action="store_true",
                         help="do not fail on completions paid twice because a SIGKILL hit the worker between the "
                              "LLM's answer and the job's ANSWERED mark (still reported)")
+    parser.add_argument("--messages", type=int, help="scenario 1's message count (default: the form's)")
+    parser.add_argument("--clients", type=int, help="scenario 1's client count (default: the form's)")
     args = parser.parse_args(argv)
     profile = args.profile or SHORT
+    if args.messages or args.clients:
+        profile = dataclasses.replace(profile, load_messages=args.messages or profile.load_messages,
+                                      load_clients=args.clients or profile.load_clients)
+    # SIGTERM stops like Ctrl-C: every scenario stops the processes it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="cloudia-chaos-"))
-    print(f"chaos suite, {profile.name} form; logs in {log_dir}", flush=True)
+    print(f"chaos suite, {profile.name} form ({profile.load_messages} messages in scenario 1); logs in {log_dir}",
+          flush=True)
     moto = MotoServer().start()
     failed = []
     try:

@@ -96,7 +96,7 @@ def account(scenario: str, system: System, ledger: Ledger, kills_at: list[float]
         job = sent.job_id
         if sent.answers or states.get(job) == ANSWERED:
             out.answered += 1
-            out.answered_live += bool(sent.answers)
+            out.answered_live += bool(sent.answers) and not sent.answered_by_history
         elif job in in_dlq and states.get(job) == FAILED and (sent.errors or ERROR in roles.get(job, ())):
             out.dlq_told += 1
         else:
@@ -133,7 +133,7 @@ def render(outcome: Outcome) -> str:
              "  " + " | ".join(h.rjust(w) for h, w in zip(header, widths)),
              "  " + "-+-".join("-" * w for w in widths),
              "  " + " | ".join(str(v).rjust(w) for v, w in zip(values, widths))]
-    lines.append(f"  answered live (answer event): {outcome.answered_live}; from the stored answer: "
+    lines.append(f"  answered live (answer event): {outcome.answered_live}; from the stored answer (history): "
                  f"{outcome.answered - outcome.answered_live}; duplicated = charged twice {outcome.charged_twice}"
                  f" + two different answers {outcome.two_answers}")
     if outcome.charged_twice:

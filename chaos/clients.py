@@ -43,6 +43,7 @@ class Sent:
     ack_at: float | None = None
     answers: list[str] = field(default_factory=list)
     answered_at: float | None = None
+    answered_by_history: bool = False  # the answer came from a `history` request, not an `answer` event
     errors: list[tuple[str, float]] = field(default_factory=list)  # (reason, when)
 
     @property
@@ -148,6 +149,49 @@ class ChatClient:
             return await asyncio.wait_for(self._replies.get(), timeout_s)
         except (ConnectionClosed, asyncio.TimeoutError):
             return None
+
+    async def pipeline(self, frames: list, timeout_s: float) -> list[dict | None]:
+        """Send `frames` back to back, then collect as many replies (in arrival order, not matched to
+        frames); a None for each reply that did not come within `timeout_s` of the previous one."""
+        if self._ws is None:
+            await self.reconnect()
+        replies: list[dict | None] = []
+        try:
+            for frame in frames:
+                await self._ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+        except ConnectionClosed:
+            pass
+        for _ in frames:
+            try:
+                reply = await asyncio.wait_for(self._replies.get(), timeout_s)
+            except asyncio.TimeoutError:
+                reply = None
+            replies.append(reply)
+            if reply is None:  # the connection ended or went quiet: the rest are unanswered
+                replies.extend([None] * (len(frames) - len(replies)))
+                break
+        return replies
+
+    async def resume(self, conversation_id: str, since_s: float) -> int:
+        """Ask for the conversation's history since `since_s`, as the page does after a reconnect, and
+        file the answers and errors it holds for jobs still waiting; how many were filed."""
+        reply = await self.request({"action": "history", "conversationId": conversation_id,
+                                    "since": max(0, int(since_s * 1000))})
+        if not reply or reply.get("event") != "history":
+            return 0
+        filed = 0
+        for entry in reply.get("messages", []):
+            sent = self.ledger.by_job.get(entry.get("jobId"))
+            if sent is None or sent.answers or sent.errors:
+                continue
+            if entry.get("role") == "assistant":
+                sent.answers.append(entry.get("message", ""))
+                sent.answered_at, sent.answered_by_history = time.time(), True
+                filed += 1
+            elif entry.get("role") == "error":
+                sent.errors.append(("history", time.time()))
+                filed += 1
+        return filed
 
     async def ping(self) -> None:
         reply = await self.request({"action": "ping"})
