@@ -33,8 +33,8 @@ def error(message: str, job_id: str | None = None, reason: str | None = None, **
     return event("error", message=message, jobId=job_id, reason=reason, **extra)
 
 
-def circuit_open(job_id: str) -> dict[str, Any]:
-    return error(CIRCUIT_OPEN_MESSAGE, job_id=job_id, reason="circuit_open")
+def circuit_open(job_id: str, client_message_id: str | None = None) -> dict[str, Any]:
+    return error(CIRCUIT_OPEN_MESSAGE, job_id=job_id, reason="circuit_open", clientMessageId=client_message_id)
 
 
 def pong() -> dict[str, Any]:

@@ -26,6 +26,8 @@ class Resilience:
     backoff_max_s: float = 300.0
     backoff_jitter_ratio: float = 0.2
     max_receives: int = 5
+    # A job kept while the LLM's circuit is open waits at most this long, then goes to the DLQ (user told).
+    circuit_hold_max_s: int = 3600
     # Circuit breaker around the LLM provider.
     breaker_window_s: float = 30.0
     breaker_min_calls: int = 5

@@ -39,7 +39,7 @@ def handler(event, context):
         # The job is queued and kept; the worker takes it when the circuit closes again.
         logger.info("message queued while the LLM circuit is open")
         metrics.add_metric(name="MessagesHeldByOpenCircuit", unit=MetricUnit.Count, value=1)
-        return ws_events.respond(200, protocol.circuit_open(accepted.job_id))
+        return ws_events.respond(200, protocol.circuit_open(accepted.job_id, accepted.client_message_id))
     if accepted.replayed:
         logger.info("resend answered with the job already queued")
         metrics.add_metric(name="MessagesResent", unit=MetricUnit.Count, value=1)

@@ -50,7 +50,7 @@ class AppConfig:
     llm_fallback_model: str = ""
     # Signing secret for connection tokens in the local target only (on AWS it is generated in
     # Secrets Manager and never appears in a template).
-    local_auth_secret: str = "local-dev-signing-secret"
+    local_auth_secret: str = "local-dev-signing-secret-not-for-production"
     local_redis_url: str = "redis://localhost:6379/0"
     local_ws_management_endpoint: str = "http://localhost:8080"
 

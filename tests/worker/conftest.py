@@ -118,6 +118,14 @@ class Harness:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
+    def kept_in_queue(self) -> int:
+        """Every message the jobs queue holds: visible, in flight, or delayed."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=self.settings.jobs_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        return sum(int(v) for v in attrs.values())
+
     def dlq_messages(self) -> list[dict]:
         response = self.sqs.receive_message(QueueUrl=self.settings.jobs_dlq_url, MaxNumberOfMessages=10,
                                             MessageAttributeNames=["All"], AttributeNames=["All"])

@@ -52,7 +52,7 @@ def test_circuit_opens_fails_fast_keeps_jobs_and_probes_close_it(harness, start_
     assert harness.fake_llm.stats()["requests"] == calls_when_open
     # (the third job either waits visible, or a long poll begun before the opening took it and put it
     # back with the circuit-open delay: either way all three are kept in the queue)
-    assert sum(harness.queue_counts()) == 3
+    assert harness.kept_in_queue() == 3
     assert harness.dlq_messages() == []
     # AND a second worker, sharing Redis, sees it open too
     other_worker = CircuitBreaker(harness.redis, settings.resilience)
@@ -93,7 +93,7 @@ def test_job_received_while_open_is_delayed_and_the_user_gets_the_seed_event(har
     assert outcome == DELAYED_CIRCUIT_OPEN
     assert harness.fake_llm.stats()["requests"] == 0
     assert harness.recorder.events(connection) == [protocol.circuit_open(job.job_id)]
-    assert harness.queue_counts() == (0, 1)
+    assert harness.queue_counts() == (0, 0) and harness.kept_in_queue() == 1  # delayed, as a fresh message
     assert harness.dlq_messages() == []
     assert harness.jobs.get(job.job_id)["status"] == QUEUED
 
@@ -140,3 +140,24 @@ def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness,
                    what=f"{job.message} to be answered")
     assert harness.fake_llm.stats()["requests"] == 3
     assert other_worker.state() == CLOSED
+
+
+def test_a_job_kept_through_an_outage_longer_than_its_receives_is_answered_not_dead_lettered(
+        harness, start_worker):
+    # GIVEN a provider down for longer than 5 probe cycles (open 0.5 s, one probe at a time)
+    settings = harness.configure(breaker_min_calls=1, breaker_failure_rate=0.5, breaker_open_s=0.5,
+                                 breaker_half_open_probes=1, backoff_base_s=0.2)
+    harness.fake_llm.set_faults(down=True)
+    job = harness.send_job("ana", "will you answer me?")
+    start_worker(settings)
+    # WHEN the job has been tried as a probe more times than it has receives
+    wait_until(lambda: circuit_is_open(harness.redis),
+               what="the circuit to open")
+    time.sleep(1.0 + settings.resilience.max_receives * (settings.resilience.breaker_open_s + 1.0))
+    assert harness.jobs.get(job.job_id)["status"] == QUEUED
+    assert harness.dlq_messages() == []
+    # AND the provider comes back
+    harness.fake_llm.reset_faults()
+    # THEN the kept job is answered, once
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=20, what="the answer")
+    assert harness.dlq_messages() == []

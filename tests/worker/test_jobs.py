@@ -182,3 +182,23 @@ def test_the_tokens_an_answer_used_are_charged_to_the_users_daily_budget(harness
     assert used > estimate_tokens(message)
     wait_until(lambda: limits.charge_tokens("ana", 0) == before + used - estimate_tokens(message),
                what="the budget charged with the answer's tokens")
+
+
+def test_an_unreachable_gateway_does_not_slow_the_llm_stream_into_a_timeout(harness, start_worker):
+    from cloudia.breaker import circuit_is_open
+    from tests.support.servers import free_port
+
+    # GIVEN a user with a registered connection, but nothing listens where the worker pushes events
+    # (each push fails only after botocore's connect retries), and an LLM timeout of 3 s
+    settings = dataclasses.replace(harness.configure(llm_timeout_s=3.0),
+                                   ws_management_endpoint=f"http://127.0.0.1:{free_port()}")
+    harness.connect("ana")
+    message = " ".join(f"word{i}" for i in range(30))  # a streamed answer of about 30 tokens
+    job = harness.send_job("ana", message)
+    # WHEN the worker answers it, streaming
+    start_worker(settings)
+    # THEN the answer is stored on the first LLM call: token pushes never held the stream up
+    wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=20, what="the answer")
+    assert harness.fake_llm.stats()["requests"] == 1
+    assert not circuit_is_open(harness.redis)
+    assert [e.role for e in harness.history.latest("ana", "c1", 5)] == [USER, ASSISTANT]

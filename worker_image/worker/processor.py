@@ -10,7 +10,7 @@ import math
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from cloudia import protocol
 from cloudia.backoff import visibility_timeout_s
@@ -32,6 +32,52 @@ ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, BUSY_EL
 # What the user reads when a job fails for good (the reason code says why, for machines).
 FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
 FAILED_PERMANENT_MESSAGE = "A API LLM recusou esta mensagem; ela não pôde ser respondida."
+
+
+# SQS's longest DelaySeconds.
+SQS_MAX_DELAY_S = 900
+# How long the last streamed tokens may take to go out once the LLM has finished.
+TOKEN_DRAIN_BOUND_S = 2.0
+
+
+class TokenForwarder:
+    """Forwards streamed tokens without ever slowing the LLM stream (a slow or unreachable gateway
+    must not make the LLM call time out): one push at a time, tokens that arrive meanwhile go out
+    together in the next push, and forwarding stops once no connection takes them. The `answer`
+    event and the history carry the whole text regardless."""
+
+    def __init__(self, push: Callable[[str], Awaitable[int]]):
+        self._push = push
+        self._buffer: list[str] = []
+        self._task: asyncio.Task | None = None
+        self._stopped = False
+
+    async def __call__(self, text: str) -> None:
+        if self._stopped:
+            return
+        self._buffer.append(text)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._buffer and not self._stopped:
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            try:
+                delivered = await self._push(text)
+            except Exception:  # noqa: BLE001 - a token is a courtesy; the answer follows
+                delivered = 0
+            if not delivered:
+                self._stopped = True
+
+    async def finish(self, bound_s: float) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), bound_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._stopped = True
+            self._task.cancel()
 
 
 @dataclass(frozen=True)
@@ -137,14 +183,15 @@ class JobProcessor:
         if route is None:
             return await self._circuit_open(job, message, receive_count, permit, log)
 
-        async def forward_token(text: str) -> None:
-            await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
+        async def push_token(text: str) -> int:
+            return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
 
+        tokens = TokenForwarder(push_token) if connections else None
         started = time.monotonic()
         try:
             completion = await route.provider.complete(
-                [{"role": m["role"], "content": m["content"]} for m in context],
-                forward_token if connections else None)
+                [{"role": m["role"], "content": m["content"]} for m in context], tokens)
+            elapsed_s = time.monotonic() - started
         except TransientLlmError as error:
             state = await self.io(route.breaker.record, permit, False, time.monotonic() - started)
             logger.warning("LLM call failed (transient)", extra={**log, "kind": error.kind, "error": str(error),
@@ -161,7 +208,9 @@ class JobProcessor:
         except asyncio.CancelledError:
             await self.io(route.breaker.release, permit)
             raise
-        elapsed_s = time.monotonic() - started
+        finally:
+            if tokens is not None:  # the last tokens go out before the answer, within a bound
+                await tokens.finish(TOKEN_DRAIN_BOUND_S)
         await self.io(route.breaker.record, permit, True, elapsed_s)
         self._metrics.llm_latency_ms(elapsed_s * 1000)
 
@@ -230,17 +279,18 @@ class JobProcessor:
     async def _transient(self, job: Job, message: dict, receive_count: int, kind: str, detail: str,
                          retry_after_s: float | None, log: dict, circuit_opened: bool = False,
                          breaker: CircuitBreaker | None = None) -> str:
+        has_other_route = self.fallback is not None and breaker is self.primary.breaker
+        if circuit_opened and breaker is not None and not has_other_route:
+            # The circuit is open after this failure (it opened, or a half-open probe failed): the
+            # provider is down, not this job. The job waits it out and its user hears why now.
+            # (With a fallback provider it simply retries on the usual schedule, on the fallback.)
+            await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
+            return await self._hold(job, message, await self.io(breaker.open_remaining_s), log)
         if receive_count >= self._res.max_receives:
             await self._fail_for_good(job, message, FAILED_TRANSIENT_MESSAGE, f"exhausted_{kind}",
                                       f"{receive_count} attempts; last: {detail}", "exhausted")
             return DEAD_LETTERED
         delay_s = visibility_timeout_s(receive_count, self._res, retry_after_s)
-        has_other_route = self.fallback is not None and breaker is self.primary.breaker
-        if circuit_opened and breaker is not None and not has_other_route:
-            # This failure opened the circuit: the job waits it out, and its user hears why now.
-            # (With a fallback provider it simply retries on the usual schedule, on the fallback.)
-            delay_s = max(delay_s, math.ceil(await self.io(breaker.open_remaining_s)))
-            await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
         await self._set_visibility(message, delay_s)
         self._metrics.job_retried(kind)
         logger.info("job will be retried", extra={**log, "kind": kind, "retry_in_s": delay_s})
@@ -248,17 +298,31 @@ class JobProcessor:
 
     async def _circuit_open(self, job: Job, message: dict, receive_count: int, permit: Permit, log: dict) -> str:
         """Fail fast without touching the provider; keep the job in the queue until the circuit lets it."""
-        if receive_count >= self._res.max_receives:
-            await self._fail_for_good(job, message, protocol.CIRCUIT_OPEN_MESSAGE, "circuit_open",
-                                      f"{receive_count} receives while the circuit was open", "circuit_open")
-            return DEAD_LETTERED
         await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
         if permit.state == OPEN:
-            delay_s = max(1, math.ceil(permit.retry_after_s))
+            delay_s = permit.retry_after_s
         else:  # half-open and every probe slot taken: come back on the usual schedule
-            delay_s = max(1, visibility_timeout_s(receive_count, self._res))
-        await self._set_visibility(message, delay_s)
-        logger.info("circuit open: job delayed in the queue", extra={**log, "retry_in_s": delay_s})
+            delay_s = visibility_timeout_s(receive_count, self._res)
+        return await self._hold(job, message, delay_s, log)
+
+    async def _hold(self, job: Job, message: dict, delay_s: float, log: dict) -> str:
+        """Keep a job in the queue while the circuit is open, as a fresh message delayed by `delay_s`.
+
+        A fresh message starts again at zero receives: holding it by visibility would spend one of
+        its 5 receives at each look, and a long outage would send healthy jobs to the DLQ. The copy
+        is sent before the original is deleted; a crash in between leaves two copies, which the
+        job lease and the ANSWERED state keep from calling the LLM twice. Past `circuit_hold_max_s`
+        the job goes to the DLQ, its user told, instead."""
+        held_s = (now_ms() - job.created_at_ms) / 1000
+        if held_s > self._res.circuit_hold_max_s:
+            await self._fail_for_good(job, message, protocol.CIRCUIT_OPEN_MESSAGE, "circuit_open",
+                                      f"kept {held_s:.0f} s while the circuit was open", "circuit_open")
+            return DEAD_LETTERED
+        delay_s = min(SQS_MAX_DELAY_S, max(1, math.ceil(delay_s)))
+        await self.io(self._sqs.send_message, QueueUrl=self._settings.jobs_queue_url,
+                      MessageBody=message["Body"], DelaySeconds=delay_s)
+        await self._delete(message)
+        logger.info("circuit open: job kept in the queue", extra={**log, "retry_in_s": delay_s})
         return DELAYED_CIRCUIT_OPEN
 
     async def _fail_for_good(self, job: Job, message: dict, user_message: str, reason_code: str, detail: str,
