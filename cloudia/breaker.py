@@ -11,8 +11,10 @@ reaches `breaker_slow_call_rate` (a provider that answers in 9 s is as unusable 
 Why not a library: pybreaker counts consecutive failures only (no rate, no time window, no slow
 calls, and its Redis storage is a read-modify-write race across processes); aiobreaker is pybreaker's
 asyncio port with the same model; purgatory has no failure-rate/slow-call window and no atomic shared
-half-open probe limit. Here every transition is one Lua script run atomically in Redis, so one
-worker's discovery protects the fleet and exactly one worker sees (and reports) each transition.
+half-open probe limit; Powertools' own `circuit_breaker` utility trips on consecutive failures only,
+keeps its state in DynamoDB (a round trip per call) and wraps sync functions. Here every transition
+is one Lua script run atomically in Redis, so one worker's discovery protects the fleet and exactly
+one worker sees (and reports) each transition.
 
 If Redis is unreachable, each breaker falls back to the same algorithm on local state, so the worker
 keeps protecting the provider on its own until Redis is back.
