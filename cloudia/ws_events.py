@@ -76,8 +76,10 @@ class Rejection:
     reason: str
     message: str
 
-    def response(self, job_id: str | None = None) -> dict[str, Any]:
-        return respond(self.status_code, protocol.error(self.message, job_id=job_id, reason=self.reason))
+    def response(self, job_id: str | None = None, client_message_id: str | None = None) -> dict[str, Any]:
+        """`client_message_id`, when the frame named one, lets the client match the refusal exactly."""
+        return respond(self.status_code, protocol.error(self.message, job_id=job_id, reason=self.reason,
+                                                        clientMessageId=client_message_id))
 
 
 def rejection(exc: BaseException) -> Rejection | None:

@@ -18,6 +18,7 @@ metrics = Metrics(namespace=ws_events.metrics_namespace())
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
+    client_message_id = None
     try:
         connection_id = ws_events.require_connection_id(event)
         logger.append_keys(connectionId=connection_id)
@@ -26,14 +27,15 @@ def handler(event, context):
         frame = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
         if not isinstance(frame, SendMessage):
             raise FrameError("unexpected_action", "this route takes sendMessage frames only")
-        logger.append_keys(clientMessageId=frame.client_message_id)
+        client_message_id = frame.client_message_id
+        logger.append_keys(clientMessageId=client_message_id)
         user_id = service.current_user(connection_id, ws_events.authorized_user(event))
         logger.append_keys(userId=user_id)
         accepted = service.send_message(user_id, frame)
     except Exception as exc:
         refused = ws_events.failure(exc, logger)
         _count_rejection(refused.reason, budget=isinstance(exc, BudgetExceeded))
-        return refused.response()
+        return refused.response(client_message_id=client_message_id)
     logger.append_keys(jobId=accepted.job_id)
     if service.llm_circuit_is_open():
         # The job is queued and kept; the worker takes it when the circuit closes again.

@@ -105,6 +105,7 @@ def test_over_the_rate_limit_a_message_is_refused_and_not_queued(functions_with,
     # THEN the 4th is refused with `rate_limited`, and only 3 jobs exist
     assert [r["statusCode"] for r in responses] == [200, 200, 200, 429]
     assert body_of(responses[3])["reason"] == "rate_limited"
+    assert body_of(responses[3])["clientMessageId"] == "m-3"  # the client can match the refusal exactly
     assert len(functions.queued_jobs()) == 3
     # AND the refusal is counted with its reason
     rejected = [m for m in emitted_metrics(capsys.readouterr().out) if "MessagesRejected" in m and "reason" in m]
