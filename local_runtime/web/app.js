@@ -124,14 +124,14 @@
       bindJob(turn, frame.jobId);
       return turn;
     }
-    // A reply to sendMessage without its clientMessageId (the circuit-open reply carries only the
-    // jobId): it answers the oldest message still waiting for its reply.
+    // A reply to sendMessage without its clientMessageId (the worker's circuit-open push carries only
+    // the jobId): it answers the oldest message still waiting for its reply.
     const waiting = [...turnsByClientId.values()].find((t) => t.state === "sending" && !t.jobId);
     if (waiting && frame.jobId && (frame.event === "queued" || frame.event === "error")) {
       bindJob(waiting, frame.jobId);
       return waiting;
     }
-    // A refusal of a message (too long, rate limit, budget ...) names neither: it is the oldest one's.
+    // A refusal of a frame that could not be read names neither: it is the oldest waiting one's.
     if (waiting && !frame.jobId && frame.event === "error") return waiting;
     return null;
   }
