@@ -15,6 +15,7 @@ help:
 	@echo "make synth         synthesize TARGET=aws|local STAGE=dev|prod"
 	@echo "make deploy-local  deploy the local target to the emulator on :4566"
 	@echo "make dlq ARGS=...  inspect and redrive the dead-letter queue"
+	@echo "make chaos         the chaos and load suite, long form (bounded in time, loopback only)"
 	@echo "make bench         print the benchmarks"
 
 deps: .venv/.installed node_modules/.installed .system-packages
@@ -56,6 +57,9 @@ deploy-local: deps
 
 dlq: deps
 	@$(PY) -m cloudia.dlq $(ARGS)
+
+chaos: deps
+	@$(PY) -m chaos --long
 
 bench: deps
 	@for script in bench/*.py; do echo "==> $$script"; $(PY) $$script || exit 1; done
