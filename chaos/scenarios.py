@@ -46,7 +46,7 @@ SHORT = Profile("short", load_messages=200, load_clients=20, load_worker_kills=2
                 poison_backoff_base_s=1.0,
                 fuzz_frames=1000, fuzz_connections=4, fuzz_oversized=5)
 LONG = Profile("long", load_messages=10_000, load_clients=100, load_worker_kills=5, load_settle_s=900,
-               outage_s=60, outage_clients=10, outage_send_interval_s=0.5,
+               outage_s=60, outage_clients=20, outage_send_interval_s=3.2,
                poison_backoff_base_s=2.0,
                fuzz_frames=20_000, fuzz_connections=8, fuzz_oversized=100)
 
