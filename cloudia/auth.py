@@ -66,8 +66,7 @@ def verify_token(token: str | None, secret: str) -> str:
 
 
 def signing_secret(settings: Settings) -> str:
-    if settings.auth_secret:
-        return settings.auth_secret
-    if settings.auth_secret_arn:
-        return aws.secret_value(settings.auth_secret_arn)
-    raise SigningSecretMissing("neither AUTH_SECRET nor AUTH_SECRET_ARN is set")
+    secret = aws.given_or_secret(settings.auth_secret, settings.auth_secret_arn)
+    if secret is None:
+        raise SigningSecretMissing("neither AUTH_SECRET nor AUTH_SECRET_ARN is set")
+    return secret

@@ -50,6 +50,13 @@ def management_api(endpoint_url: str, resilience: Resilience):
     return _client("apigatewaymanagementapi", resilience.sqs_timeout_ms, endpoint_url)
 
 
+def given_or_secret(value: str, arn: str) -> str | None:
+    """A secret given directly (local configuration), else read by ARN (AWS), else None."""
+    if value:
+        return value
+    return secret_value(arn) if arn else None
+
+
 @functools.lru_cache(maxsize=None)
 def secret_value(arn: str, timeout_ms: int = 2000) -> str:
     """A Secrets Manager secret, fetched once per process (cold start), then cached."""

@@ -28,7 +28,6 @@ def _client(url: str, password: str | None, timeout_ms: int) -> redis.Redis:
 
 
 def client(settings: Settings) -> redis.Redis:
-    password = None
-    if settings.redis_auth_secret_arn:
-        password = aws.secret_value(settings.redis_auth_secret_arn)
+    # The AUTH token (ElastiCache on AWS); a local redis-server has none.
+    password = aws.given_or_secret("", settings.redis_auth_secret_arn)
     return _client(settings.redis_url, password, settings.resilience.redis_timeout_ms)

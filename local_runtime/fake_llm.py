@@ -115,11 +115,7 @@ class FakeLlm:
         fault = await self._inject(request)
         if fault is not None:
             return fault
-        body = await request.json()
-        messages = [{"role": m.get("role", ""), "content": _text(m.get("content"))} for m in body.get("messages", [])]
-        model = body.get("model", "fake-llm")
-        text = echo_answer(messages)
-        prompt_tokens, completion_tokens = sum(count_tokens(m["content"]) for m in messages), count_tokens(text)
+        body, model, text, prompt_tokens, completion_tokens = await _conversation(request)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
@@ -153,11 +149,7 @@ class FakeLlm:
         fault = await self._inject(request)
         if fault is not None:
             return fault
-        body = await request.json()
-        messages = [{"role": m.get("role", ""), "content": _text(m.get("content"))} for m in body.get("messages", [])]
-        model = body.get("model", "fake-llm")
-        text = echo_answer(messages)
-        input_tokens, output_tokens = sum(count_tokens(m["content"]) for m in messages), count_tokens(text)
+        body, model, text, input_tokens, output_tokens = await _conversation(request)
         message_id = f"msg_{uuid.uuid4().hex[:12]}"
         self.stats["answered"] += 1
         full = {"id": message_id, "type": "message", "role": "assistant", "model": model,
@@ -211,6 +203,15 @@ def _coerce(kind, value):
     if kind is bool and not isinstance(value, bool):
         raise ValueError("down must be true or false")
     return kind(value)
+
+
+async def _conversation(request: web.Request) -> tuple[dict, str, str, int, int]:
+    """The request body, its model, the echo answer and the token counts (the wire formats agree on
+    `messages` and `model`)."""
+    body = await request.json()
+    messages = [{"role": m.get("role", ""), "content": _text(m.get("content"))} for m in body.get("messages", [])]
+    text = echo_answer(messages)
+    return body, body.get("model", "fake-llm"), text, sum(count_tokens(m["content"]) for m in messages), count_tokens(text)
 
 
 def _text(content) -> str:

@@ -80,11 +80,8 @@ def retry_after_s(headers) -> float | None:
 
 
 def api_key(settings: Settings) -> str:
-    if settings.llm_api_key:
-        return settings.llm_api_key
-    if settings.llm_api_key_secret_arn:
-        return aws.secret_value(settings.llm_api_key_secret_arn)
-    return "not-needed-locally"
+    # The local fake LLM takes any key; the SDKs refuse to start without one.
+    return aws.given_or_secret(settings.llm_api_key, settings.llm_api_key_secret_arn) or "not-needed-locally"
 
 
 def build_provider(name: str, settings: Settings) -> LlmProvider:
