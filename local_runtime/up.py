@@ -349,7 +349,7 @@ def run_role(args: argparse.Namespace, ports: Ports) -> int:
                          "give both (docker-compose.yml sets them), or run `make up` for everything")
     endpoint = args.emulator_endpoint
     if args.role == "deploy":
-        step(f"deploying the `{STAGE}` target to {endpoint}")
+        step(f"deploying the `local` target (stage {STAGE}) to {endpoint}")
         deploy(endpoint)
         step("deployed")
         return 0
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             step(f"Redis on :{ports.redis}")
             redis_url = ensure_redis(stack, ports.redis)
-        step(f"deploying the `{STAGE}` target with cdklocal")
+        step(f"deploying the `local` target (stage {STAGE}) with cdklocal")
         deploy_started = time.monotonic()
         runtime_env = deploy(endpoint)
         detail(f"deployed in {time.monotonic() - deploy_started:.1f} s; queue {runtime_env.get('JOBS_QUEUE_URL', '?')}")
