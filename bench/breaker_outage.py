@@ -1,6 +1,6 @@
 """Fail fast with the circuit breaker, against the same run without it, during an LLM outage.
 
-    .venv/bin/python bench/breaker_outage.py [--runs 3] [--outage-s 20] [--clients 4]
+    .venv/bin/python bench/breaker_outage.py [--runs 3] [--outage-s 15] [--clients 16] [--send-interval-s 3.2]
 
 Runs chaos scenario 2 (`chaos.scenarios.llm_outage`: real gateway, worker and fake LLM processes, the
 LLM down for --outage-s, every connection reset, then back) twice per run: with the breaker (the chaos
@@ -41,9 +41,10 @@ def spread(values: list[float], unit: str, digits: int = 1) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--outage-s", type=float, default=20.0)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--send-interval-s", type=float, default=0.5)
+    parser.add_argument("--outage-s", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=16)
+    # Within the default rate limit (20 a minute per user): refusals at the door would blur the count.
+    parser.add_argument("--send-interval-s", type=float, default=3.2)
     args = parser.parse_args(argv)
     profile = dataclasses.replace(SHORT, outage_s=args.outage_s, outage_clients=args.clients,
                                   outage_send_interval_s=args.send_interval_s)

@@ -1,11 +1,12 @@
 """One plot of latency and throughput under the chaos load: docs/chaos-load.png.
 
-    .venv/bin/python bench/chaos_load_plot.py [--timeline FILE] [--long] [--out docs/chaos-load.png]
+    .venv/bin/python bench/chaos_load_plot.py [--timeline FILE] [--long] [--out FILE]
 
 Without --timeline it runs chaos scenario 1 (short form, or --long: 10,000 messages) with
 `python -m chaos --scenario 1 --timeline ...` and plots that run: answers per second, and the p50/p99
 send-to-answer latency of the answers in each time bucket, with the worker SIGKILLs and the Redis
-restart marked. With --timeline it plots a timeline an earlier run wrote.
+restart marked. With --timeline it plots a timeline an earlier run wrote. The PNG goes to --out (by
+default a temporary file, so `make bench` does not replace docs/chaos-load.png with a short run).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeline", type=Path, help="plot this timeline instead of running the scenario")
     parser.add_argument("--long", action="store_true", help="run the long form (10,000 messages)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "chaos-load.png")
+    parser.add_argument("--out", type=Path, help="where the PNG goes (default: a temporary file)")
     args = parser.parse_args(argv)
     timeline_path = args.timeline
     if timeline_path is None:
@@ -85,9 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         print("running:", " ".join(command), flush=True)
         # The scenario's table is printed; its exit status (lost/duplicated) does not stop the plot.
         subprocess.run(command, cwd=ROOT, check=False)
+    out = args.out or Path(tempfile.mkdtemp(prefix="cloudia-chaos-plot-")) / "chaos-load.png"
     timeline = json.loads(timeline_path.read_text())
     count = len(timeline["answers"])
-    plot(timeline, args.out, f"chaos load: {count} answers, LLM 20 % 5xx / 5 % timeouts / 5 % 429, "
+    plot(timeline, out, f"chaos load: {count} answers, LLM 20 % 5xx / 5 % timeouts / 5 % 429, "
                              f"worker SIGKILLs, Redis restart")
 
 

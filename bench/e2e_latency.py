@@ -24,13 +24,16 @@ sys.path.insert(0, str(ROOT))
 from chaos.accounting import percentiles_ms  # noqa: E402
 from chaos.clients import ChatClient, Ledger  # noqa: E402
 from chaos.harness import System  # noqa: E402
+from chaos.scenarios import LOAD_LIMITS  # noqa: E402
 from tests.support.servers import MotoServer  # noqa: E402
 
 ANSWER_TIMEOUT_S = 30.0
 
 
 async def one_run(endpoint: str, log_dir: Path, messages: int, clients: int, llm_latency_ms: int) -> list[float]:
-    with System(log_dir, env_overrides={"WORKER_POLL_WAIT_S": "20"}, aws_endpoint=endpoint) as system:
+    # The per-user rate limit (20 a minute) would refuse a client's 20th message within the minute.
+    env = {"WORKER_POLL_WAIT_S": "20", **LOAD_LIMITS}
+    with System(log_dir, env_overrides=env, aws_endpoint=endpoint) as system:
         system.faults(latency_ms=llm_latency_ms)
         ledger = Ledger()
         users = [ChatClient(system.ws_url, lambda u=f"lat-{i}": system.token(u), f"lat-{i}", ledger)
