@@ -57,7 +57,7 @@ LOAD_LIMITS = {"RATE_LIMIT_PER_MINUTE": "1000000", "DAILY_TOKEN_BUDGET": "100000
 # Scenario 1: each client keeps at most this many messages waiting for an answer (or this long).
 MAX_UNANSWERED, UNANSWERED_WAIT_S = 3, 30.0
 # Scenario 4's good clients chat at the pace of a person, within the default rate limit (20 a minute).
-GOOD_CLIENT_INTERVAL_S = 3.5
+GOOD_CLIENTS, GOOD_CLIENT_INTERVAL_S = 10, 3.5
 # The fuzzer sends this many frames back to back on a connection, then counts the replies.
 FUZZ_WINDOW = 25
 # A malformed frame not answered within this is counted as unanswered.
@@ -304,7 +304,7 @@ async def bad_input(profile: Profile, log_dir: Path, aws_endpoint: str | None = 
     run = _run_id()
     with System(log_dir / "4-fuzz", aws_endpoint=aws_endpoint) as system:
         ledger = Ledger()
-        good = await _clients(system, ledger, 3, "good")
+        good = await _clients(system, ledger, GOOD_CLIENTS, "good")
         fuzzers = await _clients(system, Ledger(), profile.fuzz_connections, "fuzzer")
         rng = random.Random(20251125)
         frames = [fuzz.malformed_frame(rng) for _ in range(profile.fuzz_frames)]

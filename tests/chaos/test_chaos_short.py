@@ -6,6 +6,7 @@ Each test prints the scenario's table (visible with `pytest -s` or on failure)."
 from __future__ import annotations
 
 import asyncio
+import statistics
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
 def test_llm_outage_fails_fast_spares_the_llm_and_answers_every_kept_job_after(tmp_path, aws_env):
     """GIVEN clients chatting
     WHEN the LLM goes down for ~5 s (every connection reset) and comes back
-    THEN the breaker opens, the sender hears the circuit error at once (well under a second), the LLM
+    THEN the breaker opens, the sender hears the circuit error at once (median under half a second), the LLM
     sees fewer calls than messages sent in the outage (without the breaker each would cost up to 5),
     and every job kept during the outage is answered after it."""
     outcome = run(scenarios.llm_outage, tmp_path, aws_env)
@@ -53,7 +54,9 @@ def test_llm_outage_fails_fast_spares_the_llm_and_answers_every_kept_job_after(t
 
     assert outcome.ok, render(outcome)
     assert raw["held"] > 0, "the breaker never opened"
-    assert max(raw["fail_fast_s"]) < 1.0
+    # "Within milliseconds": tens of ms typically; the bounds leave room for a loaded machine.
+    assert statistics.median(raw["fail_fast_s"]) < 0.5
+    assert max(raw["fail_fast_s"]) < 2.0
     assert raw["calls_during"] < raw["during"]
     assert outcome.answered == outcome.accepted
 
@@ -79,4 +82,5 @@ def test_fuzzed_frames_each_get_an_error_event_while_good_clients_are_served(tmp
     outcome = run(scenarios.bad_input, tmp_path, aws_env)
 
     assert outcome.figures["malformed frames sent"] == scenarios.SHORT.fuzz_frames
+    assert outcome.accepted >= scenarios.GOOD_CLIENTS  # good messages went through during the fuzzing
     assert outcome.ok, render(outcome)
