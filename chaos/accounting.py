@@ -88,6 +88,7 @@ def account(scenario: str, system: System, ledger: Ledger, kills_at: list[float]
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
     out = Outcome(scenario, sent=len(ledger.sent))
+    out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
     for sent in ledger.sent:
         if not sent.accepted:
             out.refused += 1

@@ -37,6 +37,8 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     assert outcome.lost == 0, outcome.lost_jobs
     assert outcome.answered + outcome.dlq_told == outcome.accepted
     assert outcome.two_answers == 0, outcome.duplicated_jobs
+    # The ledger behind "charged twice" saw every answer (an empty ledger would find no duplicate).
+    assert outcome.figures["completions in the fake LLM's ledger"] >= outcome.answered
     assert outcome.charged_twice == outcome.crash_recharged, outcome.duplicated_jobs
     assert all(outcome.checks.values()), outcome.checks
     assert outcome.figures["worker restarts"] == scenarios.SHORT.load_worker_kills
