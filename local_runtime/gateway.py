@@ -517,7 +517,7 @@ def _route_of(body: str) -> str:
     """API Gateway's route selection expression `$request.body.action`."""
     try:
         frame = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: `$default` says why
         return "$default"
     action = frame.get("action") if isinstance(frame, dict) else None
     return action if isinstance(action, str) and action in ACTION_ROUTES else "$default"

@@ -132,6 +132,8 @@ def test_frames_are_routed_by_their_action_and_the_reply_is_sent_back(gateway, r
         pong = receive(ws)
         ws.send("not json")
         error = receive(ws)
+        ws.send("[" * 15_000 + "]" * 15_000)  # JSON nested too deep for the parser, within 32 KB
+        deep = receive(ws)
     # THEN each went to its route and its handler's body reached the client
     assert queued["event"] == "queued"
     assert 0 < queued["remainingMs"] <= 29_000  # the handler got a Lambda context with the 29 s deadline
@@ -141,6 +143,7 @@ def test_frames_are_routed_by_their_action_and_the_reply_is_sent_back(gateway, r
     assert message_event["requestContext"]["eventType"] == "MESSAGE"
     assert json.loads(message_event["body"]) == {"action": "sendMessage", "message": "hi"}
     assert recorder.of_route("$default")[0]["body"] == "not json"
+    assert deep["message"] == "unknown route $default"  # it went to $default, which answers it
 
 
 def test_a_slow_handler_does_not_hold_the_connections_other_frames(gateway, recorder):
