@@ -71,12 +71,18 @@ class TokenForwarder:
                 self._stopped = True
 
     async def finish(self, bound_s: float) -> None:
+        """Let the last tokens go out, for at most `bound_s`."""
         if self._task is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), bound_s)
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            self._stopped = True
+            self.cancel()
+
+    def cancel(self) -> None:
+        """No more tokens: the call failed, or the drain ran out of time."""
+        self._stopped = True
+        if self._task is not None:
             self._task.cancel()
 
 
@@ -187,6 +193,7 @@ class JobProcessor:
             return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
 
         tokens = TokenForwarder(push_token) if connections else None
+        completion = None
         started = time.monotonic()
         try:
             completion = await route.provider.complete(
@@ -209,16 +216,20 @@ class JobProcessor:
             await self.io(route.breaker.release, permit)
             raise
         finally:
-            if tokens is not None:  # the last tokens go out before the answer, within a bound
-                await tokens.finish(TOKEN_DRAIN_BOUND_S)
-        await self.io(route.breaker.record, permit, True, elapsed_s)
-        self._metrics.llm_latency_ms(elapsed_s * 1000)
+            if tokens is not None and completion is None:
+                tokens.cancel()
 
-        # The answer is stored first: once the job reads ANSWERED, a redelivery finds it to re-push.
+        # The answer is made durable before anything else: a worker killed between the LLM's answer
+        # and the ANSWERED mark makes a redelivery pay the LLM again, so that window is two writes
+        # long. The answer is stored first: once the job reads ANSWERED, a redelivery re-pushes it.
         await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT,
                       completion.text)
-        _, _, delivered = await asyncio.gather(
-            self.io(self._jobs.finish, job.job_id, ANSWERED),
+        await self.io(self._jobs.finish, job.job_id, ANSWERED)
+        if tokens is not None:  # the last tokens go out before the answer, within a bound
+            await tokens.finish(TOKEN_DRAIN_BOUND_S)
+        await self.io(route.breaker.record, permit, True, elapsed_s)
+        self._metrics.llm_latency_ms(elapsed_s * 1000)
+        _, delivered = await asyncio.gather(
             self.io(self._cache.put, job.user_id, job.conversation_id,
                     context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}]),
             self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, completion.text, job.conversation_id)))
