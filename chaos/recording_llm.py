@@ -12,13 +12,13 @@ The same app as `local_runtime.fake_llm` (same endpoints, faults and `/_stats`),
 """
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter, defaultdict
 
 from aiohttp import web
 
-from local_runtime.fake_llm import SHUTDOWN_TIMEOUT_S, FakeLlm, _error_response, _text
+from local_runtime import fake_llm
+from local_runtime.fake_llm import FakeLlm, _error_response, _text
 
 POISON_MARKER = "[poison]"
 POISON_STATUS = 503
@@ -73,15 +73,7 @@ class RecordingFakeLlm(FakeLlm):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(f"recording fake LLM on http://{args.host}:{args.port}", flush=True)
-    web.run_app(RecordingFakeLlm(args.seed).app(), host=args.host, port=args.port, print=None,
-                handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-
+    fake_llm.main(argv, RecordingFakeLlm, __doc__.splitlines()[0])
 
 if __name__ == "__main__":
     main()

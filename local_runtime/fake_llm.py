@@ -313,14 +313,17 @@ class FakeLlmServer:
         return dict(self.llm.stats)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, llm_class: type | None = None, description: str = "") -> None:
+    """Serve `llm_class` (FakeLlm, or a subclass such as the chaos suite's recording one)."""
+    llm_class = llm_class or FakeLlm
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(f"fake LLM on http://{args.host}:{args.port} (OpenAI base URL /v1; faults at /_faults)", flush=True)
-    web.run_app(FakeLlm(args.seed).app(), host=args.host, port=args.port, print=None,
+    print(f"{llm_class.__name__} on http://{args.host}:{args.port} (OpenAI base URL /v1; faults at /_faults)",
+          flush=True)
+    web.run_app(llm_class(args.seed).app(), host=args.host, port=args.port, print=None,
                 handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
 

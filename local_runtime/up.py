@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from local_runtime import discovery, emulator
+
 ROOT = Path(__file__).resolve().parents[1]
 # The deployment stage of the `local` target (stack names cloudia-local-{stage}-...).
 STAGE = os.environ.get("CLOUDIA_STAGE", "dev")
@@ -176,13 +178,9 @@ def services_env(runtime_env: Mapping[str, str], ports: Ports, aws_endpoint: str
     if not env.get("AUTH_SECRET") and not env.get("AUTH_SECRET_ARN"):
         env["AUTH_SECRET"] = LOCAL_AUTH_SECRET
     if aws_endpoint:
-        env.update({
-            "AWS_ENDPOINT_URL": aws_endpoint,
-            "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID", "test"),
-            "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "test"),
-            "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
-            "AWS_REGION": env.get("AWS_REGION", "us-east-1"),
-        })
+        # The emulator's endpoint; credentials and region only where the deployment gave none.
+        env.update({k: env.get(k, v) for k, v in emulator.aws_environment(aws_endpoint).items()})
+        env["AWS_ENDPOINT_URL"] = aws_endpoint
     return env
 
 
@@ -263,10 +261,6 @@ def ensure_redis(stack: LocalStack, port: int) -> str:
 
 
 def ensure_emulator(stack: LocalStack, port: int) -> str:
-    try:
-        from local_runtime import emulator
-    except ImportError as exc:
-        raise StepFailed(f"the emulator module is missing ({exc})", "update your clone: `git pull`") from exc
     reused = port_answers(port)
     try:
         endpoint, stop = emulator.ensure_emulator(port=port)
@@ -279,8 +273,6 @@ def ensure_emulator(stack: LocalStack, port: int) -> str:
 
 
 def deploy(endpoint: str) -> dict[str, str]:
-    from local_runtime import discovery, emulator
-
     try:
         emulator.deploy_local(endpoint, STAGE, log=detail)
     except Exception as exc:  # noqa: BLE001
@@ -353,7 +345,6 @@ def run_role(args: argparse.Namespace, ports: Ports) -> int:
         deploy(endpoint)
         step("deployed")
         return 0
-    from local_runtime import discovery
 
     step(f"reading the deployment from {endpoint}")
     runtime_env = {**discovery.runtime_environment(endpoint, STAGE), "REDIS_URL": args.redis_url}
