@@ -59,7 +59,7 @@ dlq: deps
 	@$(PY) -m cloudia.dlq $(ARGS)
 
 chaos: deps
-	@$(PY) -m chaos --long --allow-crash-recharges
+	@$(PY) -m chaos --long
 
 bench: deps
 	@for script in bench/*.py; do echo "==> $$script"; $(PY) $$script || exit 1; done

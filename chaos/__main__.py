@@ -29,9 +29,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this scenario (repeatable); default all")
     parser.add_argument("--log-dir", type=Path, help="where the processes' logs go (default: a temporary folder)")
     parser.add_argument("--timeline", type=Path, help="scenario 1 writes its answers' timeline (JSON) here")
-    parser.add_argument("--allow-crash-recharges", action="store_true",
-                        help="do not fail on completions paid twice because a SIGKILL hit the worker between the "
-                             "LLM's answer and the job's ANSWERED mark (still reported)")
     parser.add_argument("--messages", type=int, help="scenario 1's message count (default: the form's)")
     parser.add_argument("--clients", type=int, help="scenario 1's client count (default: the form's)")
     args = parser.parse_args(argv)
@@ -55,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome.figures.pop("_raw", None)
             print(render(outcome), flush=True)
             print(f"  (took {time.monotonic() - started:.0f} s)", flush=True)
-            if not (outcome.ok_but_crash_recharges if args.allow_crash_recharges else outcome.ok):
+            if not outcome.ok:
                 failed.append(number)
     finally:
         moto.stop()

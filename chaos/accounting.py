@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from cloudia.history import ERROR
@@ -23,10 +24,6 @@ from chaos.clients import Ledger
 from chaos.harness import System
 
 SETTLE_POLL_S = 1.0
-# A worker killed with SIGKILL after the LLM answered but before it marked the job ANSWERED leaves a
-# paid completion behind; the redelivery pays again. A charge is put down to such a kill when the kill
-# came within this long after the completion (and before the next one). The run still reports it.
-CRASH_WINDOW_S = 2.0
 
 
 @dataclass
@@ -41,7 +38,6 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0
     charged_twice: int = 0
-    crash_recharged: int = 0  # of charged_twice: explained by a SIGKILL in the crash window
     two_answers: int = 0
     lost_jobs: list[str] = field(default_factory=list)
     duplicated_jobs: list[str] = field(default_factory=list)
@@ -52,11 +48,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and all(self.checks.values())
-
-    @property
-    def ok_but_crash_recharges(self) -> bool:
-        """As `ok`, except charges explained by a SIGKILL in the crash window."""
-        return self.lost == 0 and self.duplicated == self.crash_recharged and all(self.checks.values())
 
 
 async def settle(system: System, ledger: Ledger, deadline_s: float) -> bool:
@@ -74,21 +65,15 @@ async def settle(system: System, ledger: Ledger, deadline_s: float) -> bool:
         await asyncio.sleep(SETTLE_POLL_S)
 
 
-def explained_by_kill(completions_at: list[float], kills_at: list[float]) -> bool:
-    """Every extra completion follows a SIGKILL that came within CRASH_WINDOW_S of the one before it."""
-    times = sorted(completions_at)
-    return all(any(first <= kill <= then and kill - first <= CRASH_WINDOW_S for kill in kills_at)
-               for first, then in zip(times, times[1:]))
-
-
-def account(scenario: str, system: System, ledger: Ledger, kills_at: list[float] = ()) -> Outcome:
+def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     states = system.job_states()
     roles = system.history_roles()
-    in_dlq = set(system.dlq_job_ids())
+    in_dlq = system.dlq_jobs()
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
     out = Outcome(scenario, sent=len(ledger.sent))
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
+    out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
     for sent in ledger.sent:
         if not sent.accepted:
             out.refused += 1
@@ -108,8 +93,6 @@ def account(scenario: str, system: System, ledger: Ledger, kills_at: list[float]
         if charged > 1 or distinct > 1:
             out.duplicated += 1
             out.charged_twice += charged > 1
-            out.crash_recharged += charged > 1 and distinct <= 1 and explained_by_kill(
-                completed_at.get(sent.text, []), list(kills_at))
             out.two_answers += distinct > 1
             times = ", ".join(time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
                               for t in completed_at.get(sent.text, []))
@@ -137,10 +120,6 @@ def render(outcome: Outcome) -> str:
     lines.append(f"  answered live (answer event): {outcome.answered_live}; from the stored answer (history): "
                  f"{outcome.answered - outcome.answered_live}; duplicated = charged twice {outcome.charged_twice}"
                  f" + two different answers {outcome.two_answers}")
-    if outcome.charged_twice:
-        lines.append(f"  of the charged twice: {outcome.crash_recharged} paid again because a SIGKILL hit the worker "
-                     f"within {CRASH_WINDOW_S:g} s after the LLM answered, before the job was marked ANSWERED; "
-                     f"{outcome.charged_twice - outcome.crash_recharged} not explained by a kill")
     for name, value in outcome.figures.items():
         lines.append(f"  {name}: {value}")
     for name, passed in outcome.checks.items():

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import boto3
 
-from cloudia.jobs import JobStore
+from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
@@ -203,20 +203,23 @@ class System:
                     roles.setdefault(row["jobId"], set()).add(row.get("role", ""))
         return roles
 
-    def dlq_job_ids(self) -> list[str]:
-        """The job ids of the messages in the DLQ (read with a lease, then made visible again)."""
-        sqs, found, handles = self.sqs, [], []
+    def dlq_jobs(self) -> dict[str, str]:
+        """jobId -> failure class of the messages in the DLQ (read with a lease, then made visible again)."""
+        sqs, found, handles = self.sqs, {}, []
         while True:
             batch = sqs.receive_message(QueueUrl=self.settings.jobs_dlq_url, MaxNumberOfMessages=10,
-                                        VisibilityTimeout=30, WaitTimeSeconds=0).get("Messages", [])
+                                        VisibilityTimeout=30, WaitTimeSeconds=0,
+                                        MessageAttributeNames=[FAILURE_CLASS_ATTRIBUTE]).get("Messages", [])
             if not batch:
                 break
             for message in batch:
                 handles.append(message["ReceiptHandle"])
+                failure_class = message.get("MessageAttributes", {}).get(FAILURE_CLASS_ATTRIBUTE, {})
                 try:
-                    found.append(json.loads(message["Body"])["job_id"])
+                    job_id = json.loads(message["Body"])["job_id"]
                 except (ValueError, KeyError, TypeError):
-                    found.append(f"<malformed {message['MessageId']}>")
+                    job_id = f"<malformed {message['MessageId']}>"
+                found[job_id] = failure_class.get("StringValue", "(none)")
         for handle in handles:
             sqs.change_message_visibility(QueueUrl=self.settings.jobs_dlq_url, ReceiptHandle=handle,
                                           VisibilityTimeout=0)

@@ -12,8 +12,11 @@ from cloudia.settings import Resilience
 FAILURE_REASON_ATTRIBUTE = "FailureReason"
 FAILURE_CLASS_ATTRIBUTE = "FailureClass"
 
-# Job states. A job moves queued -> answered | failed; `answered` is final and guards the LLM call.
-QUEUED, ANSWERED, FAILED = "queued", "answered", "failed"
+# Job states. A job moves queued -> calling -> answered | failed, back to queued when a call fails
+# and is retried. `answered` is final and stops a redelivery from calling the LLM; `calling` left
+# behind by a worker that died mid-call tells the next one the LLM may already have been paid.
+QUEUED, CALLING, ANSWERED, FAILED = "queued", "calling", "answered", "failed"
+CALL_STARTED_ATTRIBUTE = "callStartedAtMs"
 
 
 def now_ms() -> int:
@@ -92,3 +95,40 @@ class JobStore:
             return True
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
+
+    def start_call(self, job_id: str, stale_before_ms: int) -> bool:
+        """Mark the job `calling` just before the LLM call; False if it is answered, or another worker's
+        call started after `stale_before_ms` (still running)."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                UpdateExpression="SET #s = :calling, #c = :t",
+                ConditionExpression=("attribute_not_exists(#s) OR (#s <> :answered AND "
+                                     "(#s <> :calling OR #c < :stale_before))"),
+                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":calling": {"S": CALLING},
+                    ":answered": {"S": ANSWERED},
+                    ":t": {"N": str(now_ms())},
+                    ":stale_before": {"N": str(stale_before_ms)},
+                },
+            )
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def end_failed_call(self, job_id: str) -> None:
+        """The call failed and the worker lives to retry it: `queued` again, so the retry is not taken
+        for a call cut short by a crash."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                UpdateExpression="SET #s = :queued REMOVE #c",
+                ConditionExpression="#s = :calling",
+                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
+                ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            pass  # already moved on (answered or failed)

@@ -28,6 +28,10 @@ class Resilience:
     max_receives: int = 5
     # A job kept while the LLM's circuit is open waits at most this long, then goes to the DLQ (user told).
     circuit_hold_max_s: int = 3600
+    # A job whose LLM call was cut short by a dead worker (SIGKILL, OOM, lost host) may already have
+    # been paid for. False: it goes to the DLQ with its user told (a redrive calls again on purpose),
+    # so no answer is ever paid twice. True: it is called again.
+    recall_llm_after_crash: bool = False
     # Circuit breaker around the LLM provider.
     breaker_window_s: float = 30.0
     breaker_min_calls: int = 5

@@ -6,8 +6,8 @@ it) and otherwise starts moto's server. `deploy_local` bootstraps and deploys th
 """
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,16 +44,19 @@ def is_answering(endpoint: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def moto_server_command(port: int) -> list[str]:
+    """moto's server from this interpreter's packages (the pinned moto), on loopback."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        raise EmulatorError("moto server is not installed: run `make deps` (pip install 'moto[server]')")
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
 def ensure_emulator(port: int = DEFAULT_PORT, start_timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
     """The emulator's endpoint and a function that stops it if we started it (a no-op otherwise)."""
     endpoint = endpoint_for(port)
     if is_answering(endpoint):
         return endpoint, lambda: None
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if not moto:
-        raise EmulatorError("moto_server is not installed: run `make deps` (pip install 'moto[server]')")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(moto_server_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + start_timeout_s
     while not is_answering(endpoint):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -27,8 +27,7 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     WHEN ~200 messages come from 20 WebSocket clients while the worker is SIGKILLed twice (and restarted)
     and Redis is restarted once
     THEN every accepted message is answered or in the DLQ with its user told, none is lost, none gets two
-    different answers, and the only completions paid twice are those a SIGKILL caught between the LLM's
-    answer and the job's ANSWERED mark."""
+    different answers and none is paid twice (a call a SIGKILL cut short goes to the DLQ, user told)."""
     timeline = tmp_path / "timeline.json"
     outcome = run(scenarios.load_under_faults, tmp_path, aws_env, timeline_path=timeline)
 
@@ -39,7 +38,7 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     assert outcome.two_answers == 0, outcome.duplicated_jobs
     # The ledger behind "charged twice" saw every answer (an empty ledger would find no duplicate).
     assert outcome.figures["completions in the fake LLM's ledger"] >= outcome.answered
-    assert outcome.charged_twice == outcome.crash_recharged, outcome.duplicated_jobs
+    assert outcome.charged_twice == 0, outcome.duplicated_jobs
     assert all(outcome.checks.values()), outcome.checks
     assert outcome.figures["worker restarts"] == scenarios.SHORT.load_worker_kills
     assert timeline.exists()

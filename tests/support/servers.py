@@ -4,13 +4,14 @@ Faults are injected for real by stopping and restarting these processes.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+
+from local_runtime.emulator import moto_server_command
 
 
 def free_port() -> int:
@@ -76,11 +77,8 @@ class MotoServer:
         return f"http://localhost:{self.port}"
 
     def start(self) -> "MotoServer":
-        exe = shutil.which("moto_server", path=os.path.dirname(os.path.realpath(__import__("sys").executable)) + os.pathsep + os.environ.get("PATH", ""))
-        self._proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self._proc = subprocess.Popen(moto_server_command(self.port), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from cloudia import aws  # noqa: E402
 from cloudia.connections import ConnectionRegistry  # noqa: E402
 from cloudia.history import USER, HistoryStore  # noqa: E402
 from cloudia.jobs import Job, JobStore, now_ms  # noqa: E402
-from cloudia.settings import Settings  # noqa: E402
+from cloudia.settings import Settings, resilience_env  # noqa: E402
 from local_runtime.fake_llm import FakeLlmServer  # noqa: E402
 from tests.support.connections_recorder import ConnectionsRecorder  # noqa: E402
 
@@ -190,3 +192,35 @@ def start_worker(tmp_path):
     yield start
     for running in started:
         running.stop()
+
+
+# -- the worker as the container runs it (`python -m worker`), for signals and crashes ----------------
+def worker_env(settings: Settings, health_file: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in vars(settings).items():
+        if name != "resilience":
+            env[name.upper()] = str(value)
+    env.update(resilience_env(settings.resilience))
+    env.update(PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(ROOT)]), HEALTH_FILE=health_file)
+    return env
+
+
+@pytest.fixture
+def worker_process(tmp_path):
+    processes: list[subprocess.Popen] = []
+
+    def start(settings: Settings) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env(settings, str(tmp_path / "hb")),
+                                   stdout=open(tmp_path / "worker.log", "ab"), stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def wait_llm_call_started(harness):
+    wait_until(lambda: harness.fake_llm.stats()["requests"] >= 1, timeout_s=20, what="the LLM call to start")

@@ -3,48 +3,11 @@ finishes in-flight jobs, hands back what cannot finish within the grace, a secon
 once; no job is lost on any path."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
-import pytest
-
-from cloudia.jobs import ANSWERED, QUEUED
-from cloudia.settings import Settings, resilience_env
-from tests.worker.conftest import ROOT, WORKER_PATH, wait_until
-
-
-def worker_env(settings: Settings, health_file: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in vars(settings).items():
-        if name != "resilience":
-            env[name.upper()] = str(value)
-    env.update(resilience_env(settings.resilience))
-    env.update(PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(ROOT)]), HEALTH_FILE=health_file)
-    return env
-
-
-@pytest.fixture
-def worker_process(tmp_path):
-    processes: list[subprocess.Popen] = []
-
-    def start(settings: Settings) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env(settings, str(tmp_path / "hb")),
-                                   stdout=open(tmp_path / "worker.log", "ab"), stderr=subprocess.STDOUT)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
-def _in_flight_at_provider(harness):
-    wait_until(lambda: harness.fake_llm.stats()["requests"] >= 1, timeout_s=20, what="the LLM call to start")
+from cloudia.jobs import ANSWERED, CALLING, QUEUED
+from tests.worker.conftest import wait_llm_call_started
 
 
 def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
@@ -53,7 +16,7 @@ def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
     harness.fake_llm.set_faults(latency_ms=1500)
     job = harness.send_job("ana", "finish me")
     process = worker_process(settings)
-    _in_flight_at_provider(harness)
+    wait_llm_call_started(harness)
 
     # WHEN ECS stops the task
     process.send_signal(signal.SIGTERM)
@@ -71,7 +34,7 @@ def test_job_beyond_the_grace_period_is_handed_back_to_the_queue(harness, worker
     harness.fake_llm.set_faults(latency_ms=6000)
     job = harness.send_job("ana", "too slow")
     process = worker_process(settings)
-    _in_flight_at_provider(harness)
+    wait_llm_call_started(harness)
 
     # WHEN the worker is stopped
     started = time.monotonic()
@@ -92,7 +55,7 @@ def test_second_signal_exits_at_once_and_the_job_stays_in_the_queue(harness, wor
     harness.fake_llm.set_faults(latency_ms=6000)
     job = harness.send_job("ana", "impatient operator")
     process = worker_process(settings)
-    _in_flight_at_provider(harness)
+    wait_llm_call_started(harness)
 
     # WHEN two signals arrive
     process.send_signal(signal.SIGTERM)
@@ -100,8 +63,9 @@ def test_second_signal_exits_at_once_and_the_job_stays_in_the_queue(harness, wor
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
 
-    # THEN it exits at once, and the undeleted message reappears after its visibility timeout
+    # THEN it exits at once, and the undeleted message reappears after its visibility timeout; the
+    # job reads `calling`, as after a crash (see test_cut_calls.py for what its redelivery does)
     assert process.wait(timeout=5) == 128 + signal.SIGTERM
     assert time.monotonic() - started < 3.0
     assert harness.queue_counts() == (0, 1)
-    assert harness.jobs.get(job.job_id)["status"] == QUEUED
+    assert harness.jobs.get(job.job_id)["status"] == CALLING

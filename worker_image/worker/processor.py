@@ -18,7 +18,8 @@ from cloudia.breaker import OPEN, CircuitBreaker, Permit
 from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
-from cloudia.jobs import ANSWERED, FAILED, FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, Job, JobStore, now_ms
+from cloudia.jobs import (ANSWERED, CALL_STARTED_ATTRIBUTE, CALLING, FAILED, FAILURE_CLASS_ATTRIBUTE,
+                          FAILURE_REASON_ATTRIBUTE, Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, estimate_tokens
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -32,12 +33,17 @@ ANSWERED_OUTCOME, DUPLICATE, RETRY, DEAD_LETTERED, DELAYED_CIRCUIT_OPEN, BUSY_EL
 # What the user reads when a job fails for good (the reason code says why, for machines).
 FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
 FAILED_PERMANENT_MESSAGE = "A API LLM recusou esta mensagem; ela não pôde ser respondida."
+INTERRUPTED_MESSAGE = ("A resposta foi interrompida por uma falha do serviço e não foi repetida para não ser "
+                       "cobrada duas vezes; envie a mensagem novamente.")
 
 
 # SQS's longest DelaySeconds.
 SQS_MAX_DELAY_S = 900
 # How long the last streamed tokens may take to go out once the LLM has finished.
 TOKEN_DRAIN_BOUND_S = 2.0
+# A live LLM call ends within llm_timeout_s; its answer's writes need a few DynamoDB round trips more.
+# A `calling` mark older than that was left by a worker that died.
+CALL_WRITES_MARGIN_S = 5.0
 
 
 class TokenForwarder:
@@ -111,6 +117,7 @@ class JobProcessor:
         self.fallback = fallback
         self._metrics = metrics
         self._executor = executor
+        self._call_bound_s = self._res.llm_timeout_s + CALL_WRITES_MARGIN_S
 
     async def io(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """Run a blocking call (boto3, redis-py) off the event loop, in the worker's I/O threads."""
@@ -165,10 +172,7 @@ class JobProcessor:
         if token is None:
             # Another worker is answering this job right now (a duplicate delivery): look again when
             # its lease ends, by which time the job is answered (-> re-push) or free to retry.
-            delay_s = max(1, math.ceil(busy_s))
-            await self._set_visibility(message, delay_s)
-            logger.info("job is being answered by another worker", extra={**log, "retry_in_s": delay_s})
-            return BUSY_ELSEWHERE
+            return await self._busy_elsewhere(message, busy_s, log)
         try:
             # Independent reads at once: each is a network round trip, and the job waits on all of them.
             record, context, connections = await asyncio.gather(
@@ -179,6 +183,10 @@ class JobProcessor:
                 await self._delete(message)
                 logger.info("job already answered: not calling the LLM again", extra=log)
                 return DUPLICATE
+            if record and record.get("status") == CALLING:
+                outcome = await self._after_cut_call(job, message, record, log)
+                if outcome is not None:
+                    return outcome
             return await self._attempt(job, message, receive_count, permit, log, context, connections)
         finally:
             await self.io(self._leases.release, job.job_id, token)
@@ -188,6 +196,11 @@ class JobProcessor:
         route, permit = await self._route(permit)
         if route is None:
             return await self._circuit_open(job, message, receive_count, permit, log)
+        stale_before_ms = now_ms() - int(self._call_bound_s * 1000)
+        if not await self.io(self._jobs.start_call, job.job_id, stale_before_ms):
+            # Answered meanwhile, or another worker is calling (its lease went with a Redis restart).
+            await self.io(route.breaker.release, permit)
+            return await self._busy_elsewhere(message, self._call_bound_s, log)
 
         async def push_token(text: str) -> int:
             return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text), connections)
@@ -201,6 +214,7 @@ class JobProcessor:
             elapsed_s = time.monotonic() - started
         except TransientLlmError as error:
             state = await self.io(route.breaker.record, permit, False, time.monotonic() - started)
+            await self.io(self._jobs.end_failed_call, job.job_id)
             logger.warning("LLM call failed (transient)", extra={**log, "kind": error.kind, "error": str(error),
                                                                    "provider": route.provider.name})
             return await self._transient(job, message, receive_count, error.kind, str(error),
@@ -213,15 +227,17 @@ class JobProcessor:
             await self._fail_for_good(job, message, FAILED_PERMANENT_MESSAGE, error.kind, str(error), "permanent")
             return DEAD_LETTERED
         except asyncio.CancelledError:
+            # Shutdown gave up on the call and no answer came: the hand-back is meant to be called again.
             await self.io(route.breaker.release, permit)
+            await self.io(self._jobs.end_failed_call, job.job_id)
             raise
         finally:
             if tokens is not None and completion is None:
                 tokens.cancel()
 
-        # The answer is made durable before anything else: a worker killed between the LLM's answer
-        # and the ANSWERED mark makes a redelivery pay the LLM again, so that window is two writes
-        # long. The answer is stored first: once the job reads ANSWERED, a redelivery re-pushes it.
+        # The answer is made durable before anything else (a worker killed before the ANSWERED mark
+        # leaves the job `calling`, see `_after_cut_call`). The answer is stored first: once the job
+        # reads ANSWERED, a redelivery re-pushes it.
         await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT,
                       completion.text)
         await self.io(self._jobs.finish, job.job_id, ANSWERED)
@@ -239,6 +255,28 @@ class JobProcessor:
         logger.info("job answered", extra={**log, "provider": route.provider.name, "delivered_to": delivered,
                                            "llm_ms": round(elapsed_s * 1000), "output_tokens": completion.output_tokens})
         return ANSWERED_OUTCOME
+
+    async def _busy_elsewhere(self, message: dict, busy_s: float, log: dict) -> str:
+        """Another worker is answering this job right now (a duplicate delivery): look again when it
+        is done, by which time the job is answered (-> re-push) or free to retry."""
+        delay_s = max(1, math.ceil(busy_s))
+        await self._set_visibility(message, delay_s)
+        logger.info("job is being answered by another worker", extra={**log, "retry_in_s": delay_s})
+        return BUSY_ELSEWHERE
+
+    async def _after_cut_call(self, job: Job, message: dict, record: dict, log: dict) -> str | None:
+        """The job reads `calling`: another worker's call is still running, or a worker died during
+        the call and the LLM may have been paid. None means call again (`recall_llm_after_crash`)."""
+        running_s = (now_ms() - int(record.get(CALL_STARTED_ATTRIBUTE, 0))) / 1000
+        if running_s < self._call_bound_s:
+            return await self._busy_elsewhere(message, self._call_bound_s - running_s, log)
+        if self._res.recall_llm_after_crash:
+            logger.warning("a worker died during this job's LLM call: calling again", extra=log)
+            return None
+        await self._fail_for_good(job, message, INTERRUPTED_MESSAGE, "interrupted_call",
+                                  f"a worker stopped during the LLM call started {running_s:.0f} s ago; "
+                                  "not called again so it is not paid twice", "interrupted")
+        return DEAD_LETTERED
 
     async def _charge_answer(self, job: Job, completion) -> None:
         """Add what the LLM really used to the user's daily budget, beyond the estimate the sender
