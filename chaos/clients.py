@@ -193,10 +193,14 @@ class ChatClient:
                 filed += 1
         return filed
 
-    async def ping(self) -> None:
+    async def ping(self) -> bool:
+        """The heartbeat; True when answers may have been missed (a reconnect, or a `pong` that says
+        the registration was lost and made again): time to read the history."""
         reply = await self.request({"action": "ping"})
         if reply is None or (reply.get("event") == "error" and reply.get("reason") in RECONNECT_REASONS):
             await self.reconnect()
+            return True
+        return bool(reply.get("resume"))
 
     async def send_message(self, text: str, conversation_id: str = "chaos") -> Sent:
         sent = Sent(self.user, uuid.uuid4().hex, text, time.time())

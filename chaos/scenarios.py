@@ -56,8 +56,6 @@ ERROR_SHARE, TIMEOUT_SHARE, THROTTLE_SHARE = 0.20, 0.05, 0.05
 LOAD_LIMITS = {"RATE_LIMIT_PER_MINUTE": "1000000", "DAILY_TOKEN_BUDGET": "1000000000"}
 # Scenario 1: each client keeps at most this many messages waiting for an answer (or this long).
 MAX_UNANSWERED, UNANSWERED_WAIT_S = 3, 30.0
-# ... and reads the history for them after a reconnect, or when one has waited this long.
-RESUME_AFTER_S = 15.0
 # Scenario 4's good clients chat at the pace of a person, within the default rate limit (20 a minute).
 GOOD_CLIENTS, GOOD_CLIENT_INTERVAL_S = 10, 3.5
 # The fuzzer sends this many frames back to back on a connection, then counts the replies.
@@ -118,8 +116,8 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
                     await loop.run_in_executor(None, system.restart_redis)
 
         async def one_client(client: ChatClient, count: int) -> None:
-            last_ping = last_resume = time.monotonic()
-            resumed_reconnects = 0
+            last_ping = time.monotonic()
+            missed = False
             mine: list = []
             for n in range(count):
                 # Like a person, a client does not run far ahead of its answers: the backlog stays
@@ -130,21 +128,17 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
                     if len(waiting) < MAX_UNANSWERED or time.monotonic() - waited > UNANSWERED_WAIT_S:
                         break
                     if time.monotonic() - last_ping > 2:
-                        await client.ping()  # registers the connection again if Redis lost it
+                        missed = await client.ping() or missed
                         last_ping = time.monotonic()
-                    oldest_s = time.time() - min(s.sent_at for s in waiting)
-                    if client.reconnects > resumed_reconnects or (
-                            oldest_s > RESUME_AFTER_S and time.monotonic() - last_resume > RESUME_AFTER_S):
-                        # As the page does after a reconnect: answers pushed while this connection was
-                        # not registered are in the history. (A history query per client every few
-                        # seconds would load the emulator's DynamoDB more than the system does.)
-                        resumed_reconnects = client.reconnects
+                    if missed:
+                        # As the page does: answers pushed while this connection was not registered
+                        # (Redis lost the registrations) are in the history.
                         await client.resume("chaos", min(s.sent_at for s in waiting) - 5)
-                        last_resume = time.monotonic()
+                        missed = False
                     await asyncio.sleep(0.05)
                 mine.append(await client.send_message(f"chaos load {run} {client.user} #{n}"))
                 if time.monotonic() - last_ping > 2:  # the page's heartbeat: keeps the registration alive
-                    await client.ping()
+                    missed = await client.ping() or missed
                     last_ping = time.monotonic()
 
         started = time.time()

@@ -121,15 +121,15 @@ class ChatService:
             raise NotConnected("this connection is not registered (expired or unknown): reconnect")
         return user_id
 
-    def heartbeat(self, connection_id: str, authorized_user: str | None = None) -> str:
-        """Renew the connection's TTL (the client's periodic ping); the user id."""
-        user_id = self.connections.refresh(connection_id)
-        if user_id is None:
-            if not authorized_user:
-                raise NotConnected("this connection is not registered (expired or unknown): reconnect")
-            self.connections.register(connection_id, authorized_user)
-            user_id = authorized_user
-        return user_id
+    def heartbeat(self, connection_id: str, authorized_user: str | None = None) -> bool:
+        """Renew the connection's TTL (the client's periodic ping). True if its registration was lost
+        and made again: answers pushed meanwhile missed the connection."""
+        if self.connections.refresh(connection_id) is not None:
+            return False
+        if not authorized_user:
+            raise NotConnected("this connection is not registered (expired or unknown): reconnect")
+        self.connections.register(connection_id, authorized_user)
+        return True
 
     # Messages
     def send_message(self, user_id: str, frame: SendMessage) -> Accepted:

@@ -37,8 +37,10 @@ def circuit_open(job_id: str, client_message_id: str | None = None) -> dict[str,
     return error(CIRCUIT_OPEN_MESSAGE, job_id=job_id, reason="circuit_open", clientMessageId=client_message_id)
 
 
-def pong() -> dict[str, Any]:
-    return event("pong")
+def pong(resume: bool = False) -> dict[str, Any]:
+    """`resume`: the connection had lost its registration (Redis lost it, or it expired) and was
+    registered again; answers pushed meanwhile missed it, so the client asks for the history."""
+    return event("pong", resume=resume or None)
 
 
 def connected(user_id: str) -> dict[str, Any]:

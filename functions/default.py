@@ -1,6 +1,7 @@
 """Routes `ping`, `history` (alias `resume`) and `$default`.
 
-`ping` renews the connection's TTL and answers `pong`; `history` answers the conversation's entries
+`ping` renews the connection's TTL and answers `pong` (with `resume: true` when the registration had
+been lost and was made again, so the client reads what it missed); `history` answers the conversation's entries
 since a point, so a client that reconnects loses no answer; any other frame gets an `error` event
 that says why.
 """
@@ -30,9 +31,9 @@ def handler(event, context):
             # Its own route and function (with the grants to queue a job) take these frames.
             raise FrameError("unexpected_action", "sendMessage frames go to the sendMessage route")
         if isinstance(frame, Ping):
-            service.heartbeat(connection_id, ws_events.authorized_user(event))
+            registered_again = service.heartbeat(connection_id, ws_events.authorized_user(event))
             metrics.add_metric(name="Heartbeats", unit=MetricUnit.Count, value=1)
-            return ws_events.respond(200, protocol.pong())
+            return ws_events.respond(200, protocol.pong(resume=registered_again))
         return _history(service, connection_id, event, frame)
     except Exception as exc:
         refused = ws_events.failure(exc, logger)

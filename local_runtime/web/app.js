@@ -137,7 +137,11 @@
   }
 
   function onEvent(frame) {
-    if (frame.event === "pong") { clearTimeout(pongTimer); return; }
+    if (frame.event === "pong") {
+      clearTimeout(pongTimer);
+      if (frame.resume) requestHistory(true); // answers pushed while the registration was lost
+      return;
+    }
     if (frame.event === "history") { onHistory(frame); return; }
     if (frame.event === "error" && !frame.jobId && SESSION_LOST.includes(frame.reason)) {
       if (ws) ws.close(4001, "session lost");

@@ -38,6 +38,10 @@ def test_ping_with_the_authorizer_user_registers_an_expired_connection_again(fun
     response = functions.send("conn-aws=", {"action": "ping"}, route_key="ping", authorizer={"userId": "dave"})
     assert response["statusCode"] == 200
     assert functions.service.connections.connections_of("dave") == ["conn-aws="]
+    # AND the pong tells the client to read the history it may have missed, only this once
+    assert body_of(response) == {"event": "pong", "resume": True}
+    again = functions.send("conn-aws=", {"action": "ping"}, route_key="ping", authorizer={"userId": "dave"})
+    assert body_of(again) == {"event": "pong"}
 
 
 @pytest.mark.parametrize("action", ["history", "resume"])

@@ -25,6 +25,9 @@ FAST_RESILIENCE = {
     "BACKOFF_MAX_S": "2",
     "LLM_TIMEOUT_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
+    # Below the grace: a stopping worker's open long poll ends before it exits (else the poll could
+    # still catch a message for the dead process, invisible until its visibility timeout).
+    "WORKER_POLL_WAIT_S": "1",
     # Short enough for a test to send a longer message.
     "MAX_MESSAGE_CHARS": "200",
 }
@@ -75,6 +78,15 @@ class RunningStack:
 
     def start_gateway(self) -> None:
         up.start_gateway(self.stack, self.env, self.ports, self.gateway_args)
+
+    def stop_worker(self) -> None:
+        worker = self.child("worker")
+        worker.proc.terminate()
+        worker.proc.wait(timeout=30)
+        self.stack.children.remove(worker)
+
+    def start_worker(self) -> None:
+        up.start_worker(self.stack, self.env)
 
     def logs(self) -> str:
         return "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in self.stack.children)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import redis as redis_lib
 
 from cloudia.jobs import ANSWERED, JobStore
 from cloudia.protocol import CIRCUIT_OPEN_MESSAGE
@@ -97,6 +98,33 @@ def test_chat_then_an_answer_completed_while_the_gateway_was_away_is_shown_after
     page.wait_for_selector(".turn[data-state=answered] >> nth=1")
     assert page.locator(".turn").count() == 2
     assert "answer me while I am away" in page.locator(".turn").nth(1).inner_text()
+
+
+def test_an_answer_pushed_while_redis_had_lost_the_session_is_shown_after_the_next_pong(local_stack, page,
+                                                                                       settings):
+    # GIVEN the page, connected, with its timers under the test's control (so no ping comes unasked)
+    page.clock.install()
+    page.goto(local_stack.page + "?ping_ms=5000")
+    page.wait_for_selector("#status[data-status=online]")
+    page.clock.pause_at(time.time() + 1)
+    # AND a message queued while the worker is away
+    local_stack.stop_worker()
+    turn = send(page, "answer me while my session is gone")
+    page.wait_for_selector(".turn[data-job-id][data-state=queued]")
+    job_id = turn.get_attribute("data-job-id")
+    # WHEN Redis loses the connection registrations (as in a restart) and the answer is pushed to no one
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    client.delete(*(client.keys("conn:*") + client.keys("user:*:conns")))
+    local_stack.start_worker()
+    jobs = JobStore(boto3.client("dynamodb"), settings.jobs_table, Resilience())
+    wait_until(lambda: (jobs.get(job_id) or {}).get("status") == ANSWERED, 30, "the job answered")
+    time.sleep(0.5)
+    assert turn.get_attribute("data-state") == "queued"
+    # THEN the next ping's pong says the session was made again, and the page reads the answer from the history
+    page.clock.run_for(5000)
+    page.wait_for_selector(f'.turn[data-job-id="{job_id}"][data-state=answered]', timeout=10_000)
+    assert "answer me while my session is gone" in turn.locator(".bubble.assistant").inner_text()
+    assert page.get_attribute("#status", "data-connections") == "1"  # no reconnect was needed
 
 
 def test_llm_down_shows_the_circuit_breaker_error_and_the_kept_job_is_answered_when_it_is_back(local_stack,
