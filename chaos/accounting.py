@@ -66,6 +66,8 @@ async def settle(system: System, ledger: Ledger, deadline_s: float) -> bool:
 
 
 def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
+    # The tally is taken with the worker stopped: its DLQ sweep would lease messages from under it.
+    system.stop_worker()
     states = system.job_states()
     roles = system.history_roles()
     in_dlq = system.dlq_jobs()

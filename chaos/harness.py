@@ -35,6 +35,7 @@ FAST_RESILIENCE = {
     "LLM_TIMEOUT_S": "2",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     "WORKER_POLL_WAIT_S": "1",
+    "DLQ_SWEEP_S": "5",
 }
 # A worker killed with SIGKILL leaves its jobs invisible for the queue's visibility timeout: keep it
 # short so they come back within the run (it stays above LLM_TIMEOUT_S, the longest a job holds one).
@@ -165,9 +166,18 @@ class System:
 
     def kill_worker(self) -> None:
         """SIGKILL the worker (no shutdown, no hand-back: its jobs come back after their visibility)."""
-        worker = self.child("worker")
-        os.kill(worker.proc.pid, signal.SIGKILL)
-        worker.proc.wait(timeout=10)
+        self._end_worker(signal.SIGKILL)
+
+    def stop_worker(self) -> None:
+        """SIGTERM the worker and wait for its shutdown (a no-op if none runs)."""
+        self._end_worker(signal.SIGTERM)
+
+    def _end_worker(self, sig: int) -> None:
+        worker = next((c for c in self.stack.children if c.name == "worker"), None)
+        if worker is None:
+            return
+        os.kill(worker.proc.pid, sig)
+        worker.proc.wait(timeout=worker.stop_timeout_s)
         self.stack.children.remove(worker)
 
     def start_worker(self) -> None:

@@ -2,9 +2,12 @@
 
 A job reaches the DLQ in one of two ways:
   * the worker sends a permanently failed job there itself, with the message attribute
-    `FailureReason` saying why (and `FailureClass`; the names are matched case-insensitively);
-  * SQS moves it there after `maxReceiveCount` (5) receives; such a message has no reason of its
-    own, so it is shown as "max receives exceeded" with its `ApproximateReceiveCount`.
+    `FailureReason` saying why (and `FailureClass`, and `ReceiveCount` from the jobs queue; the
+    names are matched case-insensitively);
+  * SQS moves it there after `maxReceiveCount` (5) receives, when a worker died during the job's
+    last attempt. The worker's DLQ sweep soon replaces it with a copy that says why (`max_receives`,
+    worker_image/worker/dead_letters.py); until then it is shown as "max receives exceeded" with
+    its `ApproximateReceiveCount`.
 
 SQS has no "peek": looking at a message means receiving it. Every look here leases the messages
 (receive with a visibility timeout) and releases them at the end (visibility 0), and every look adds
@@ -60,12 +63,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from cloudia import aws
-from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, Job, now_ms
+from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, Job, now_ms
 from cloudia.settings import Resilience
 
 # Attributes that describe the last failure (read case-insensitively, as SQS users spell them
 # variously), not carried back to the jobs queue, where a new failure records its own.
-_FAILURE_ATTRIBUTES = {FAILURE_REASON_ATTRIBUTE.lower(), FAILURE_CLASS_ATTRIBUTE.lower()}
+_FAILURE_ATTRIBUTES = {a.lower() for a in (FAILURE_REASON_ATTRIBUTE, FAILURE_CLASS_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE)}
 REDRIVE_ID_ATTRIBUTE = "redriveId"
 MAX_RECEIVES_REASON = "max receives exceeded"
 
@@ -142,7 +145,11 @@ class DlqMessage:
 
     @property
     def receive_count(self) -> int:
-        """Receives before this look (each look is a receive too)."""
+        """Receives from the jobs queue, as the worker recorded them; else (a message SQS moved) the
+        receives before this look (each look is a receive too)."""
+        for name, value in self.message_attributes.items():
+            if name.lower() == RECEIVE_COUNT_ATTRIBUTE.lower() and value.get("StringValue", "").isdigit():
+                return int(value["StringValue"])
         return max(0, int(self.attributes.get("ApproximateReceiveCount", "1")) - 1)
 
     @property

@@ -11,6 +11,8 @@ from cloudia.settings import Resilience
 # SQS message attributes of a job the worker moved to the DLQ: why, and the failure's class.
 FAILURE_REASON_ATTRIBUTE = "FailureReason"
 FAILURE_CLASS_ATTRIBUTE = "FailureClass"
+# ... and how many times it was received from the jobs queue (the DLQ's own count grows with every look).
+RECEIVE_COUNT_ATTRIBUTE = "ReceiveCount"
 
 # Job states. A job moves queued -> calling -> answered | failed, back to queued when a call fails
 # and is retried. `answered` is final and stops a redelivery from calling the LLM; `calling` left

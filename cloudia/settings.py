@@ -32,6 +32,9 @@ class Resilience:
     # been paid for. False: it goes to the DLQ with its user told (a redrive calls again on purpose),
     # so no answer is ever paid twice. True: it is called again.
     recall_llm_after_crash: bool = False
+    # How often a worker tells the users of jobs SQS moved to the DLQ by itself (a worker died during
+    # the job's last attempt), see worker_image/worker/dead_letters.py.
+    dlq_sweep_s: int = 60
     # Circuit breaker around the LLM provider.
     breaker_window_s: float = 30.0
     breaker_min_calls: int = 5

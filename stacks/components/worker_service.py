@@ -88,6 +88,7 @@ class WorkerService(Construct):
         )
         jobs.queue.grant_consume_messages(task.task_role)
         jobs.dlq.grant_send_messages(task.task_role)  # permanent failures go to the DLQ at once
+        jobs.dlq.grant_consume_messages(task.task_role)  # the sweep for jobs SQS dead-lettered itself
         tables.history.grant_read_write_data(task.task_role)
         tables.jobs.grant_read_write_data(task.task_role)
         for key in (self.llm_api_key, self.llm_fallback_api_key):

@@ -42,6 +42,18 @@ def test_a_job_moved_by_the_redrive_policy_shows_max_receives_exceeded_and_its_r
     assert message.receive_count == 5
 
 
+def test_the_receive_count_the_worker_recorded_is_shown_however_often_the_dlq_was_looked_at(sqs, resources):
+    # GIVEN a job the worker dead-lettered after its 5th receive from the jobs queue
+    job = fail_permanently(sqs, resources.dlq_url, "exhausted_status_503: 5 attempts",
+                           ReceiveCount="5")
+    # WHEN the DLQ is looked at several times
+    for _ in range(3):
+        [message] = dlq.look(sqs, resources.dlq_url)
+    # THEN the count shown is the jobs queue's, not the DLQ's own
+    assert message.job.job_id == job.job_id
+    assert message.receive_count == 5
+
+
 def test_inspect_finds_a_message_by_job_id_or_message_id(sqs, resources):
     # GIVEN three failed jobs in the DLQ
     fail_permanently(sqs, resources.dlq_url, "reason a")

@@ -94,4 +94,8 @@ class MotoServer:
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.wait(timeout=10)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a server busy with open requests
+                self._proc.kill()
+                self._proc.wait(timeout=10)

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cloudia.breaker import CLOSED, HALF_OPEN, OPEN, Permit
 from cloudia.settings import Settings
+from worker import dead_letters
 from worker.healthcheck import touch
 from worker.processor import JobProcessor
 from worker.telemetry import WorkerMetrics, logger
@@ -103,6 +104,8 @@ class Worker:
         if self._signals:
             self._stop.set()
         flusher = asyncio.create_task(self._flush_metrics_periodically())
+        sweeper = asyncio.create_task(dead_letters.sweep_periodically(
+            self._processor, self._receiver, self._settings.jobs_dlq_url, self._res.dlq_sweep_s))
         logger.info("worker started", extra={"queue": self._settings.jobs_queue_url,
                                              "concurrency": self._res.worker_concurrency,
                                              "provider": self._processor.primary.provider.name,
@@ -115,6 +118,7 @@ class Worker:
             await self._drain()
             await self._processor.aclose()
             flusher.cancel()
+            sweeper.cancel()
             self._metrics.flush()
             logger.info("worker stopped", extra={"outcomes": self.outcomes})
 
@@ -217,9 +221,7 @@ class Worker:
 
     async def _hand_back(self, message: dict) -> None:
         try:
-            await self._processor.io(self._receiver.change_message_visibility,
-                                     QueueUrl=self._settings.jobs_queue_url,
-                                     ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+            await self._processor.give_back(message, 0)
         except Exception:  # noqa: BLE001 - it reappears after its visibility timeout anyway
             logger.exception("could not hand a message back")
 

@@ -19,7 +19,7 @@ from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWERED, CALL_STARTED_ATTRIBUTE, CALLING, FAILED, FAILURE_CLASS_ATTRIBUTE,
-                          FAILURE_REASON_ATTRIBUTE, Job, JobStore, now_ms)
+                          FAILURE_REASON_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, estimate_tokens
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -134,7 +134,7 @@ class JobProcessor:
     async def handle(self, message: dict, permit: Permit | None = None) -> str:
         """Process one received message. `permit` is a half-open probe slot the consumer took for it."""
         attributes = message.get("Attributes", {})
-        receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+        receive_count = _receive_count(message)
         if "SentTimestamp" in attributes:
             self._metrics.queue_lag_ms(now_ms() - int(attributes["SentTimestamp"]))
         try:
@@ -158,7 +158,7 @@ class JobProcessor:
         except asyncio.CancelledError:
             # Shutdown ran out of time: the job goes back to the queue now rather than after the
             # visibility timeout.
-            await self._set_visibility(message, 0)
+            await self.give_back(message, 0)
             logger.warning("job handed back to the queue at shutdown", extra=log)
             raise
         except Exception as error:  # noqa: BLE001 - DynamoDB/SQS/Redis trouble: retry through the queue
@@ -169,9 +169,7 @@ class JobProcessor:
         # The lease first, then the state: a worker that finishes and lets go has already marked the
         # job answered, so whoever takes the lease next sees it.
         token, busy_s = await self.io(self._leases.acquire, job.job_id)
-        if token is None:
-            # Another worker is answering this job right now (a duplicate delivery): look again when
-            # its lease ends, by which time the job is answered (-> re-push) or free to retry.
+        if token is None:  # look again when the other worker's lease ends
             return await self._busy_elsewhere(message, busy_s, log)
         try:
             # Independent reads at once: each is a network round trip, and the job waits on all of them.
@@ -260,7 +258,7 @@ class JobProcessor:
         """Another worker is answering this job right now (a duplicate delivery): look again when it
         is done, by which time the job is answered (-> re-push) or free to retry."""
         delay_s = max(1, math.ceil(busy_s))
-        await self._set_visibility(message, delay_s)
+        await self.give_back(message, delay_s)
         logger.info("job is being answered by another worker", extra={**log, "retry_in_s": delay_s})
         return BUSY_ELSEWHERE
 
@@ -358,25 +356,27 @@ class JobProcessor:
         """Keep a job in the queue while the circuit is open, as a fresh message delayed by `delay_s`.
 
         A fresh message starts again at zero receives: holding it by visibility would spend one of
-        its 5 receives at each look, and a long outage would send healthy jobs to the DLQ. The copy
-        is sent before the original is deleted; a crash in between leaves two copies, which the
-        job lease and the ANSWERED state keep from calling the LLM twice. Past `circuit_hold_max_s`
-        the job goes to the DLQ, its user told, instead."""
+        its 5 receives at each look, and a long outage would send healthy jobs to the DLQ. Past
+        `circuit_hold_max_s` the job goes to the DLQ, its user told, instead."""
         held_s = (now_ms() - job.created_at_ms) / 1000
         if held_s > self._res.circuit_hold_max_s:
             await self._fail_for_good(job, message, protocol.CIRCUIT_OPEN_MESSAGE, "circuit_open",
                                       f"kept {held_s:.0f} s while the circuit was open", "circuit_open")
             return DEAD_LETTERED
-        delay_s = min(SQS_MAX_DELAY_S, max(1, math.ceil(delay_s)))
-        await self.io(self._sqs.send_message, QueueUrl=self._settings.jobs_queue_url,
-                      MessageBody=message["Body"], DelaySeconds=delay_s)
-        await self._delete(message)
+        delay_s = await self._requeue(message, max(1, delay_s))
         logger.info("circuit open: job kept in the queue", extra={**log, "retry_in_s": delay_s})
         return DELAYED_CIRCUIT_OPEN
 
     async def _fail_for_good(self, job: Job, message: dict, user_message: str, reason_code: str, detail: str,
                              failure_class: str) -> None:
         """Tell the user, record it, then move the message to the DLQ (exactly one copy) and delete it."""
+        await self._tell_failure(job, user_message, reason_code, detail)
+        await self._dead_letter(message, f"{reason_code}: {detail}", failure_class)
+        self._metrics.job_failed(failure_class)
+        logger.error("job failed for good, moved to the DLQ",
+                     extra={"job_id": job.job_id, "reason": reason_code, "detail": detail})
+
+    async def _tell_failure(self, job: Job, user_message: str, reason_code: str, detail: str) -> None:
         for step in (
             lambda: self._pusher.push(job.user_id, protocol.error(user_message, job.job_id, reason=reason_code)),
             lambda: self._history.append(job.user_id, job.conversation_id, job.job_id, ERROR, user_message),
@@ -386,20 +386,55 @@ class JobProcessor:
                 await self.io(step)
             except Exception:  # noqa: BLE001
                 logger.exception("could not record the failure of a job", extra={"job_id": job.job_id})
-        await self._dead_letter(message, f"{reason_code}: {detail}", failure_class)
-        self._metrics.job_failed(failure_class)
-        logger.error("job failed for good, moved to the DLQ",
-                     extra={"job_id": job.job_id, "reason": reason_code, "detail": detail})
+
+    async def settle_dead_letter(self, message: dict) -> None:
+        """A message SQS moved to the DLQ by itself, after its last receive was lost (a worker died
+        during the job's last attempt): the job fails and its user is told, as when the worker
+        dead-letters a job, and the DLQ copy is replaced by one that says why."""
+        receive_count = _receive_count(message) - 1  # this look was a receive too
+        detail = f"SQS moved it after {receive_count} receives; the last attempt ended with its worker"
+        try:
+            job = Job.from_json(message["Body"])
+        except (ValueError, TypeError, KeyError):
+            job = None
+        record = await self.io(self._jobs.get, job.job_id) if job else None
+        if job is not None and (record or {}).get("status") not in (ANSWERED, FAILED):
+            await self._tell_failure(job, INTERRUPTED_MESSAGE, "max_receives", detail)
+            self._metrics.job_failed("max_receives")
+        attributes = {**message.get("MessageAttributes", {}),
+                      **_failure_attributes(f"max_receives: {detail}", "max_receives", receive_count)}
+        await self.io(self._sqs.send_message, QueueUrl=self._settings.jobs_dlq_url, MessageBody=message["Body"],
+                      MessageAttributes=attributes)
+        await self.io(self._sqs.delete_message, QueueUrl=self._settings.jobs_dlq_url,
+                      ReceiptHandle=message["ReceiptHandle"])
+        logger.error("job moved to the DLQ by SQS: failed, user told",
+                     extra={"job_id": job.job_id if job else None, "receive_count": receive_count})
 
     # -- SQS ----------------------------------------------------------------------------------
     async def _dead_letter(self, message: dict, reason: str, failure_class: str) -> None:
         await self.io(
             self._sqs.send_message, QueueUrl=self._settings.jobs_dlq_url, MessageBody=message["Body"],
-            MessageAttributes={
-                FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1024]},
-                FAILURE_CLASS_ATTRIBUTE: {"DataType": "String", "StringValue": failure_class},
-            })
+            MessageAttributes=_failure_attributes(reason, failure_class, _receive_count(message)))
         await self._delete(message)
+
+    async def give_back(self, message: dict, delay_s: float) -> None:
+        """Back to the queue, to be received again after `delay_s`. On its last receive a message made
+        visible again would be moved to the DLQ by SQS at the next look, with nobody told: it goes
+        back as a fresh copy instead."""
+        if _receive_count(message) >= self._res.max_receives:
+            await self._requeue(message, delay_s)
+        else:
+            await self._set_visibility(message, math.ceil(delay_s))
+
+    async def _requeue(self, message: dict, delay_s: float) -> int:
+        """A fresh copy of the message (its receive count starts again at 0) delayed by `delay_s`, then
+        the original deleted. A crash in between leaves two copies, which the job lease and the job's
+        state keep from calling the LLM twice. The delay used."""
+        delay_s = min(SQS_MAX_DELAY_S, math.ceil(delay_s))
+        await self.io(self._sqs.send_message, QueueUrl=self._settings.jobs_queue_url,
+                      MessageBody=message["Body"], DelaySeconds=delay_s)
+        await self._delete(message)
+        return delay_s
 
     async def _delete(self, message: dict) -> None:
         await self.io(self._sqs.delete_message, QueueUrl=self._settings.jobs_queue_url,
@@ -408,3 +443,16 @@ class JobProcessor:
     async def _set_visibility(self, message: dict, seconds: int) -> None:
         await self.io(self._sqs.change_message_visibility, QueueUrl=self._settings.jobs_queue_url,
                       ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=int(seconds))
+
+
+def _receive_count(message: dict) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+def _failure_attributes(reason: str, failure_class: str, receive_count: int) -> dict:
+    """The message attributes a DLQ copy carries: why it failed, and after how many receives."""
+    return {
+        FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1024]},
+        FAILURE_CLASS_ATTRIBUTE: {"DataType": "String", "StringValue": failure_class},
+        RECEIVE_COUNT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(receive_count)},
+    }
