@@ -9,6 +9,8 @@ the history, the DLQ and the fake LLM's ledger of completions served.
 - duplicated: more than one completion served for the job's (unique) text, i.e. charged twice, or two
   different answers received for it.
 Messages refused at the door (an `error` event and no job) are counted apart: they were never accepted.
+A message whose client gave up resending before it heard `queued`, but which the system accepted (the
+history holds its unique text), counts as accepted like any other.
 """
 from __future__ import annotations
 
@@ -69,16 +71,23 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     # The tally is taken with the worker stopped: its DLQ sweep would lease messages from under it.
     system.stop_worker()
     states = system.job_states()
-    roles = system.history_roles()
+    roles, user_messages = system.history()
     in_dlq = system.dlq_jobs()
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
     out = Outcome(scenario, sent=len(ledger.sent))
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
     out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
+    refused_by_reason, accepted_unacknowledged = Counter(), 0
     for sent in ledger.sent:
+        if not sent.accepted and sent.text in user_messages:
+            # The client gave up resending before it heard `queued`, but the message was accepted:
+            # it is accounted for like any other (each text is unique).
+            ledger.accept(sent, user_messages[sent.text])
+            accepted_unacknowledged += 1
         if not sent.accepted:
             out.refused += 1
+            refused_by_reason[sent.ack.removeprefix("refused:")] += 1
             continue
         out.accepted += 1
         job = sent.job_id
@@ -99,6 +108,9 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
             times = ", ".join(time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
                               for t in completed_at.get(sent.text, []))
             out.duplicated_jobs.append(f"{job}: {charged} completions (at {times} UTC), {distinct} distinct answers")
+    out.figures["refused at the door (no job), by reason"] = dict(refused_by_reason)
+    out.figures["accepted though the client gave up before hearing `queued` (found in the history)"] = \
+        accepted_unacknowledged
     return out
 
 

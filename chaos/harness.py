@@ -15,6 +15,7 @@ from typing import Mapping
 
 import boto3
 
+from cloudia.history import USER
 from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
@@ -202,16 +203,20 @@ class System:
                 states[row["jobId"]] = row.get("status", "")
         return states
 
-    def history_roles(self) -> dict[str, set[str]]:
-        """jobId -> the roles of its history entries (USER, ASSISTANT, ERROR)."""
+    def history(self) -> tuple[dict[str, set[str]], dict[str, str]]:
+        """jobId -> the roles of its history entries (USER, ASSISTANT, ERROR), and the text of each
+        user message -> its jobId."""
         db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
         roles: dict[str, set[str]] = {}
+        user_messages: dict[str, str] = {}
         for page in db.get_paginator("scan").paginate(TableName=self.settings.history_table):
             for item in page["Items"]:
                 row = {k: next(iter(v.values())) for k, v in item.items()}
                 if "jobId" in row:
                     roles.setdefault(row["jobId"], set()).add(row.get("role", ""))
-        return roles
+                    if row.get("role") == USER:
+                        user_messages[row.get("message", "")] = row["jobId"]
+        return roles, user_messages
 
     def dlq_jobs(self) -> dict[str, str]:
         """jobId -> failure class of the messages in the DLQ (read with a lease, then made visible again)."""
