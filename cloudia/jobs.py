@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import asdict, dataclass
 
 from cloudia.schema import JOBS_PARTITION_KEY, JOBS_TTL_ATTRIBUTE
@@ -100,19 +101,21 @@ class JobStore:
 
     def start_call(self, job_id: str, stale_before_ms: int) -> bool:
         """Mark the job `calling` just before the LLM call; False if it is answered, or another worker's
-        call started after `stale_before_ms` (still running)."""
+        call started after `stale_before_ms` (still running). The mark carries a token of this call,
+        so a retry of this very write (its reply lost to a timeout) is not taken for another call."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key={JOBS_PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET #s = :calling, #c = :t",
-                ConditionExpression=("attribute_not_exists(#s) OR (#s <> :answered AND "
+                UpdateExpression="SET #s = :calling, #c = :t, #k = :token",
+                ConditionExpression=("attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND "
                                      "(#s <> :calling OR #c < :stale_before))"),
-                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
+                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#k": "callToken"},
                 ExpressionAttributeValues={
                     ":calling": {"S": CALLING},
                     ":answered": {"S": ANSWERED},
                     ":t": {"N": str(now_ms())},
+                    ":token": {"S": uuid.uuid4().hex},
                     ":stale_before": {"N": str(stale_before_ms)},
                 },
             )

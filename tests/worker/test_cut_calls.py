@@ -4,8 +4,10 @@ the job goes to the DLQ with its user told, so no answer is ever paid twice. Wit
 `recall_llm_after_crash` it is called again. A call that fails while the worker lives is retried."""
 from __future__ import annotations
 
+import boto3
+
 from cloudia.history import ERROR
-from cloudia.jobs import ANSWERED, CALLING, FAILED, QUEUED, now_ms
+from cloudia.jobs import ANSWERED, CALLING, FAILED, QUEUED, JobStore, now_ms
 from tests.worker.conftest import wait_llm_call_started, wait_until
 from worker.processor import BUSY_ELSEWHERE, RETRY
 
@@ -100,3 +102,29 @@ def test_a_call_that_fails_while_the_worker_lives_is_retried_not_taken_for_a_cra
     # THEN the job is queued again for its retry
     assert outcome == RETRY
     assert harness.jobs.get(job.job_id)["status"] == QUEUED
+
+
+class _ReplyLostOnce:
+    """A DynamoDB client whose first update_item reaches the table but whose reply is lost, so the SDK
+    sends the very same request again (botocore's retry after a read timeout)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.exceptions = client.exceptions
+
+    def update_item(self, **request):
+        self._client.update_item(**request)
+        return self._client.update_item(**request)
+
+
+def test_a_retried_call_mark_whose_first_reply_was_lost_is_still_this_calls_own(harness):
+    # GIVEN a job, and a table whose first reply to the call mark is lost (the write itself landed)
+    harness.configure()
+    job = harness.send_job("ana", "slow table")
+    flaky = JobStore(_ReplyLostOnce(boto3.client("dynamodb")), harness.settings.jobs_table,
+                     harness.settings.resilience)
+    # WHEN the worker marks the call (the SDK sends the same write twice)
+    # THEN the mark is this call's, not "another worker is calling"
+    assert flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
+    # AND a different call is still refused while the mark is fresh
+    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
