@@ -130,6 +130,7 @@ def test_an_unused_probe_slot_is_handed_back(settings):
         call(breaker, ok=False)
     clock.now += RES.breaker_open_s + 0.1
     first, second = breaker.acquire(), breaker.acquire()
+    assert first.allowed and second.allowed
     assert not breaker.acquire().allowed
     # WHEN a worker took a slot but found no job to probe with
     breaker.release(first)

@@ -23,7 +23,7 @@ from cloudia.settings import Settings
 from worker.consumer import LONG_POLL_WAIT_S, Worker
 from worker.healthcheck import health_file
 from worker.processor import JobProcessor, Route
-from worker.telemetry import WorkerMetrics, configure_logging, logger
+from worker.telemetry import WorkerMetrics, configure_logging
 
 PRIMARY_BREAKER = "llm"  # the name `circuit_is_open()` reads by default
 FALLBACK_BREAKER = "llm-fallback"

@@ -50,7 +50,8 @@ def _in_daemon_thread(fn, *args, **kwargs) -> asyncio.Future:
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(error))
+            # Bound now: `error` is unbound when the except block ends, before the loop runs this.
+            loop.call_soon_threadsafe(lambda e=error: future.done() or future.set_exception(e))
         else:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
