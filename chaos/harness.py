@@ -20,7 +20,7 @@ from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
-from tests.support.servers import MotoServer, RedisServer, free_port
+from tests.support.servers import MotoServer, RedisServer, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_AUTH_SECRET = "chaos-signing-secret"
@@ -93,7 +93,8 @@ class System:
         self.resources = create_resources(Resilience(), redis_url=self.redis.url, auth_secret=LOCAL_AUTH_SECRET)
         self.sqs.set_queue_attributes(QueueUrl=self.settings.jobs_queue_url,
                                       Attributes={"VisibilityTimeout": str(self.queue_visibility_s)})
-        self.ports = up.Ports(gateway=free_port(), emulator=0, redis=self.redis.port, llm=free_port())
+        gateway_port, llm_port = free_ports(2)
+        self.ports = up.Ports(gateway=gateway_port, emulator=0, redis=self.redis.port, llm=llm_port)
         runtime_env = {**settings_env(self.settings), **FAST_RESILIENCE, **self.env_overrides,
                        "AUTH_SECRET": LOCAL_AUTH_SECRET, "LOG_LEVEL": "INFO", "GATEWAY_LOG_LEVEL": "WARNING"}
         self.env = up.services_env(runtime_env, self.ports, aws_endpoint=self.aws_endpoint,

@@ -14,7 +14,7 @@ import pytest
 
 from cloudia.settings import Settings, resilience_env
 from local_runtime import up
-from tests.support.servers import free_port
+from tests.support.servers import free_ports
 
 # Small breaker and backoff settings, so opening and closing the circuit takes seconds.
 FAST_RESILIENCE = {
@@ -98,7 +98,8 @@ def pytest_configure(config):
 
 @pytest.fixture
 def local_stack(request, resources, tmp_path: Path):
-    ports = up.Ports(gateway=free_port(), emulator=0, redis=0, llm=free_port())
+    gateway_port, llm_port = free_ports(2)
+    ports = up.Ports(gateway=gateway_port, emulator=0, redis=0, llm=llm_port)
     runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE, "AUTH_SECRET": "test-signing-secret"}
     stack = up.LocalStack(tmp_path)
     marker = request.node.get_closest_marker("gateway_args")

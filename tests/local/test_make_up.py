@@ -18,7 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from local_runtime.gateway import deployed_function_names
-from tests.support.servers import free_port
+from tests.support.servers import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 240
@@ -68,7 +68,8 @@ class Output:
 
 @pytest.mark.timeout(360)
 def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_sigterm(tmp_path, own_redis):
-    ports = {"gateway": free_port(), "emulator": free_port(), "redis": own_redis.port, "llm": free_port()}
+    gateway_port, emulator_port, llm_port = free_ports(3)
+    ports = {"gateway": gateway_port, "emulator": emulator_port, "redis": own_redis.port, "llm": llm_port}
     # GIVEN a Redis the person already runs, and nothing on the other ports WHEN `make up` starts
     proc = subprocess.Popen(
         [sys.executable, "-m", "local_runtime.up", "--gateway-port", str(ports["gateway"]),
@@ -117,7 +118,7 @@ def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_
 @pytest.mark.timeout(60)
 def test_a_failing_step_says_what_failed_and_how_to_fix_it_and_stops_what_it_started(tmp_path):
     # GIVEN a machine without redis-server (a PATH without it)
-    emulator_port, redis_port = free_port(), free_port()
+    emulator_port, redis_port = free_ports(2)
     env = clean_env(PATH=str(Path(sys.executable).parent))
     # WHEN `make up` runs
     result = subprocess.run(
