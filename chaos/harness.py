@@ -15,6 +15,7 @@ from typing import Mapping
 
 import boto3
 
+from cloudia import dlq
 from cloudia.history import USER
 from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
@@ -220,26 +221,10 @@ class System:
         return roles, user_messages
 
     def dlq_jobs(self) -> dict[str, str]:
-        """jobId -> failure class of the messages in the DLQ (read with a lease, then made visible again)."""
-        sqs, found, handles = self.sqs, {}, []
-        while True:
-            batch = sqs.receive_message(QueueUrl=self.settings.jobs_dlq_url, MaxNumberOfMessages=10,
-                                        VisibilityTimeout=30, WaitTimeSeconds=0,
-                                        MessageAttributeNames=[FAILURE_CLASS_ATTRIBUTE]).get("Messages", [])
-            if not batch:
-                break
-            for message in batch:
-                handles.append(message["ReceiptHandle"])
-                failure_class = message.get("MessageAttributes", {}).get(FAILURE_CLASS_ATTRIBUTE, {})
-                try:
-                    job_id = json.loads(message["Body"])["job_id"]
-                except (ValueError, KeyError, TypeError):
-                    job_id = f"<malformed {message['MessageId']}>"
-                found[job_id] = failure_class.get("StringValue", "(none)")
-        for handle in handles:
-            sqs.change_message_visibility(QueueUrl=self.settings.jobs_dlq_url, ReceiptHandle=handle,
-                                          VisibilityTimeout=0)
-        return found
+        """jobId -> failure class of the messages in the DLQ (looked at as the DLQ tool does)."""
+        return {(m.job.job_id if m.job else f"<malformed {m.message_id}>"):
+                m.message_attributes.get(FAILURE_CLASS_ATTRIBUTE, {}).get("StringValue", "(none)")
+                for m in dlq.look(self.sqs, self.settings.jobs_dlq_url)}
 
     def jobs(self) -> JobStore:
         return JobStore(boto3.client("dynamodb", endpoint_url=self.aws_endpoint), self.settings.jobs_table,

@@ -576,7 +576,7 @@ def _send(sqs, target_url: str, messages: list[DlqMessage], report: RedriveRepor
     for index, message in enumerate(messages):
         attributes = {k: v for k, v in message.message_attributes.items() if k.lower() not in _FAILURE_ATTRIBUTES}
         attributes[REDRIVE_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": message.message_id}
-        entry = {"Id": str(index), "MessageBody": message.body, "MessageAttributes": _sendable(attributes)}
+        entry = {"Id": str(index), "MessageBody": message.body, "MessageAttributes": sendable_attributes(attributes)}
         if "AWSTraceHeader" in message.attributes:  # keep the X-Ray trace of the original request
             entry["MessageSystemAttributes"] = {
                 "AWSTraceHeader": {"DataType": "String", "StringValue": message.attributes["AWSTraceHeader"]}
@@ -589,7 +589,7 @@ def _send(sqs, target_url: str, messages: list[DlqMessage], report: RedriveRepor
     return [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
 
 
-def _sendable(attributes: dict) -> dict:
+def sendable_attributes(attributes: dict) -> dict:
     """Received attributes carry list fields SQS refuses on send; keep the value and its type."""
     keep = ("DataType", "StringValue", "BinaryValue")
     return {name: {k: v for k, v in value.items() if k in keep} for name, value in attributes.items()}

@@ -81,59 +81,53 @@ class JobStore:
 
     def finish(self, job_id: str, status: str, detail: str = "") -> bool:
         """Move a job to a final state once; False if it was already answered."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key={JOBS_PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET #s = :s, detail = :d, finishedAtMs = :t",
-                ConditionExpression="attribute_not_exists(#s) OR #s <> :answered",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":s": {"S": status},
-                    ":d": {"S": detail},
-                    ":t": {"N": str(now_ms())},
-                    ":answered": {"S": ANSWERED},
-                },
-            )
-            return True
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET #s = :s, detail = :d, finishedAtMs = :t",
+            ConditionExpression="attribute_not_exists(#s) OR #s <> :answered",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":s": {"S": status},
+                ":d": {"S": detail},
+                ":t": {"N": str(now_ms())},
+                ":answered": {"S": ANSWERED},
+            },
+        )
 
     def start_call(self, job_id: str, stale_before_ms: int) -> bool:
         """Mark the job `calling` just before the LLM call; False if it is answered, or another worker's
         call started after `stale_before_ms` (still running). The mark carries a token of this call,
         so a retry of this very write (its reply lost to a timeout) is not taken for another call."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key={JOBS_PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET #s = :calling, #c = :t, #k = :token",
-                ConditionExpression=("attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND "
-                                     "(#s <> :calling OR #c < :stale_before))"),
-                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#k": "callToken"},
-                ExpressionAttributeValues={
-                    ":calling": {"S": CALLING},
-                    ":answered": {"S": ANSWERED},
-                    ":t": {"N": str(now_ms())},
-                    ":token": {"S": uuid.uuid4().hex},
-                    ":stale_before": {"N": str(stale_before_ms)},
-                },
-            )
-            return True
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET #s = :calling, #c = :t, #k = :token",
+            ConditionExpression=("attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND "
+                                 "(#s <> :calling OR #c < :stale_before))"),
+            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#k": "callToken"},
+            ExpressionAttributeValues={
+                ":calling": {"S": CALLING},
+                ":answered": {"S": ANSWERED},
+                ":t": {"N": str(now_ms())},
+                ":token": {"S": uuid.uuid4().hex},
+                ":stale_before": {"N": str(stale_before_ms)},
+            },
+        )
 
     def end_failed_call(self, job_id: str) -> None:
         """The call failed and the worker lives to retry it: `queued` again, so the retry is not taken
-        for a call cut short by a crash."""
+        for a call cut short by a crash. (A job already answered or failed is left as it is.)"""
+        self._update_if(
+            job_id,
+            UpdateExpression="SET #s = :queued REMOVE #c",
+            ConditionExpression="#s = :calling",
+            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
+            ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
+        )
+
+    def _update_if(self, job_id: str, **update) -> bool:
+        """One conditional update of the job's row; False if its condition did not hold."""
         try:
-            self._db.update_item(
-                TableName=self._table,
-                Key={JOBS_PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET #s = :queued REMOVE #c",
-                ConditionExpression="#s = :calling",
-                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
-                ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
-            )
+            self._db.update_item(TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}}, **update)
+            return True
         except self._db.exceptions.ConditionalCheckFailedException:
-            pass  # already moved on (answered or failed)
+            return False

@@ -71,22 +71,22 @@ class RunningStack:
         return next(c for c in self.stack.children if c.name == name)
 
     def stop_gateway(self) -> None:
-        gateway = self.child("gateway")
-        gateway.proc.terminate()
-        gateway.proc.wait(timeout=15)
-        self.stack.children.remove(gateway)
+        self._stop("gateway", timeout_s=15)
 
     def start_gateway(self) -> None:
         up.start_gateway(self.stack, self.env, self.ports, self.gateway_args)
 
     def stop_worker(self) -> None:
-        worker = self.child("worker")
-        worker.proc.terminate()
-        worker.proc.wait(timeout=30)
-        self.stack.children.remove(worker)
+        self._stop("worker", timeout_s=30)
 
     def start_worker(self) -> None:
         up.start_worker(self.stack, self.env)
+
+    def _stop(self, name: str, timeout_s: float) -> None:
+        child = self.child(name)
+        child.proc.terminate()
+        child.proc.wait(timeout=timeout_s)
+        self.stack.children.remove(child)
 
     def logs(self) -> str:
         return "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in self.stack.children)

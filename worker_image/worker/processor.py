@@ -16,6 +16,7 @@ from cloudia import protocol
 from cloudia.backoff import visibility_timeout_s
 from cloudia.breaker import OPEN, CircuitBreaker, Permit
 from cloudia.context_cache import ContextCache
+from cloudia.dlq import sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWERED, CALL_STARTED_ATTRIBUTE, CALLING, FAILED, FAILURE_CLASS_ATTRIBUTE,
@@ -401,7 +402,7 @@ class JobProcessor:
         if job is not None and (record or {}).get("status") not in (ANSWERED, FAILED):
             await self._tell_failure(job, INTERRUPTED_MESSAGE, "max_receives", detail)
             self._metrics.job_failed("max_receives")
-        attributes = {**message.get("MessageAttributes", {}),
+        attributes = {**sendable_attributes(message.get("MessageAttributes", {})),
                       **_failure_attributes(f"max_receives: {detail}", "max_receives", receive_count)}
         await self.io(self._sqs.send_message, QueueUrl=self._settings.jobs_dlq_url, MessageBody=message["Body"],
                       MessageAttributes=attributes)
