@@ -17,7 +17,8 @@ import boto3
 
 from cloudia import dlq
 from cloudia.history import USER
-from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, JobStore
+from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
+from cloudia.jobs import JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources

@@ -2,7 +2,8 @@
 
     python -m chaos.recording_llm --port 8089
 
-The same app as `local_runtime.fake_llm` (same endpoints, faults and `/_stats`), plus:
+The same app as `local_runtime.fake_llm` (same endpoints, faults, profiles and `/_stats`; the
+`brisk` profile unless `--profile` says otherwise), plus:
 - `GET /_served`: `{"completions": {prompt: n}, "attempts": {prompt: [epoch_s, ...]}}`, where `prompt`
   is the last user message of a request, `completions` counts the answers fully sent (the calls a
   real provider would charge for) and `attempts` the arrival times of every request for that prompt.
@@ -31,8 +32,8 @@ def last_user_message(body: dict) -> str:
 
 
 class RecordingFakeLlm(FakeLlm):
-    def __init__(self, seed: int = 0):
-        super().__init__(seed)
+    def __init__(self, seed: int = 0, **options):
+        super().__init__(seed, **options)
         self.completions: Counter[str] = Counter()
         self.attempts: dict[str, list[float]] = defaultdict(list)
         self.completed_at: dict[str, list[float]] = defaultdict(list)
@@ -64,7 +65,8 @@ class RecordingFakeLlm(FakeLlm):
             self.stats["chat_completions"] += 1
             self.stats["faulted"] += 1
             return _error_response(POISON_STATUS, 0)
-        # A stream the client drops half way raises here and is not counted: only whole answers are.
+        # A stream the client drops half way raises here and is not counted: only whole answers are
+        # (the base class returns once the last token of a paced stream is written).
         response = await super().chat_completions(request)
         if response.status == 200:
             self.completions[prompt] += 1
@@ -73,7 +75,9 @@ class RecordingFakeLlm(FakeLlm):
 
 
 def main(argv: list[str] | None = None) -> None:
-    fake_llm.main(argv, RecordingFakeLlm, __doc__.splitlines()[0])
+    # The chaos suite's clock is short (its LLM bounds are seconds): answers on the `brisk` profile
+    # unless `--profile` or $FAKE_LLM_PROFILE says otherwise.
+    fake_llm.main(argv, RecordingFakeLlm, __doc__.splitlines()[0], default_profile="brisk")
 
 if __name__ == "__main__":
     main()

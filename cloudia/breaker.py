@@ -5,8 +5,14 @@ provider) -> after `breaker_open_s`, HALF_OPEN (at most `breaker_half_open_probe
 time; that many successes close it, one failure opens it again).
 
 It opens when, over the last `breaker_window_s` and once `breaker_min_calls` calls were seen, either the
-failure rate reaches `breaker_failure_rate` or the rate of calls slower than `breaker_slow_call_s`
-reaches `breaker_slow_call_rate` (a provider that answers in 9 s is as unusable as one that fails).
+failure rate reaches `breaker_failure_rate` or the rate of slow calls reaches `breaker_slow_call_rate`.
+A call is slow when its first token came later than `breaker_slow_first_token_s` (or none came by
+then), or its tokens came slower than `breaker_slow_tokens_per_s`: a provider that takes 9 s to start
+is as unusable as one that fails, but a healthy model writing a long answer for a minute is not slow.
+A call that fails slowly counts as both.
+
+A probe slot (`Permit` of a half-open circuit) is settled exactly once: by `record`, or by `release`
+when no call was made; both are idempotent, so whoever holds the permit last can always release it.
 
 Why not a library: pybreaker counts consecutive failures only (no rate, no time window, no slow
 calls, and its Redis storage is a read-modify-write race across processes); aiobreaker is pybreaker's
@@ -26,18 +32,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import redis
 
+from cloudia.llm.timing import CallTiming, call_deadline_s
 from cloudia.schema import breaker_key
 from cloudia.settings import Resilience
 
 logger = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-OK, SLOW, FAIL = "ok", "slow", "fail"
+OK, SLOW, FAIL, SLOW_FAIL = "ok", "slow", "fail", "slow_fail"
 # After a Redis error, use local state this long before asking Redis again (no 500 ms stall per call).
 REDIS_RETRY_AFTER_S = 5.0
 # A probe slot is freed if its holder never reports (crashed worker): after this long it counts as lost.
@@ -89,8 +96,8 @@ if state ~= 'closed' then return {state, ''} end
 local window_ms = tonumber(ARGV[5])
 local member = ARGV[4]
 redis.call('ZADD', KEYS[2], now, member)
-if outcome == 'fail' then redis.call('ZADD', KEYS[4], now, member) end
-if outcome == 'slow' then redis.call('ZADD', KEYS[5], now, member) end
+if outcome == 'fail' or outcome == 'slow_fail' then redis.call('ZADD', KEYS[4], now, member) end
+if outcome == 'slow' or outcome == 'slow_fail' then redis.call('ZADD', KEYS[5], now, member) end
 local total, failures, slow = 0, 0, 0
 for i, key in ipairs({KEYS[2], KEYS[4], KEYS[5]}) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_ms)
@@ -128,9 +135,9 @@ def circuit_is_open(redis_client: redis.Redis, name: str = "llm") -> bool:
     return state == OPEN and open_until is not None and time.time() * 1000 < float(open_until)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Permit:
-    """The answer to "may I call the provider now?"."""
+    """The answer to "may I call the provider now?". A probe's slot is settled once (`settled`)."""
 
     allowed: bool
     state: str
@@ -138,6 +145,7 @@ class Permit:
     token: str = ""
     retry_after_s: float = 0.0
     local: bool = False
+    settled: bool = field(default=False, compare=False)
 
 
 class _LocalState:
@@ -168,7 +176,7 @@ class CircuitBreaker:
         self._acquire = redis_client.register_script(_ACQUIRE) if redis_client is not None else None
         self._record = redis_client.register_script(_RECORD) if redis_client is not None else None
         self._release = redis_client.register_script(_RELEASE) if redis_client is not None else None
-        self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 3 * resilience.llm_timeout_s) * 1000)
+        self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 2 * call_deadline_s(resilience)) * 1000)
 
     # -- public API ---------------------------------------------------------------------------
     def acquire(self) -> Permit:
@@ -186,10 +194,28 @@ class CircuitBreaker:
                 self._redis_failed(error)
         return self._local_acquire()
 
-    def record(self, permit: Permit, succeeded: bool, duration_s: float) -> str:
-        """Report a call's outcome; returns the new state. A failure means the provider is unhealthy
-        (timeout, connection error, 5xx, 429), not that the request was wrong (that counts as ok)."""
-        outcome = FAIL if not succeeded else (SLOW if duration_s >= self._res.breaker_slow_call_s else OK)
+    def outcome(self, succeeded: bool, timing: CallTiming | None) -> str:
+        """OK, SLOW, FAIL or SLOW_FAIL for a call that went as `timing` says."""
+        slow = timing is not None and self._is_slow(timing)
+        if not succeeded:
+            return SLOW_FAIL if slow else FAIL
+        return SLOW if slow else OK
+
+    def _is_slow(self, timing: CallTiming) -> bool:
+        res = self._res
+        if timing.first_token_s is None:  # no token (yet): slow once it waited past a healthy start
+            return timing.duration_s >= res.breaker_slow_first_token_s
+        if timing.first_token_s >= res.breaker_slow_first_token_s:
+            return True
+        rate = timing.tokens_per_s
+        return rate is not None and rate < res.breaker_slow_tokens_per_s
+
+    def record(self, permit: Permit, succeeded: bool, timing: CallTiming | None) -> str:
+        """Report a call's outcome and settle its permit; returns the new state. A failure means the
+        provider is unhealthy (timeout, connection error, 5xx, 429), not that the request was wrong
+        (that counts as a success). `timing` tells a slow call (None: not judged slow)."""
+        outcome = self.outcome(succeeded, timing)
+        permit.settled = True
         if not permit.local and self._use_redis():
             try:
                 state, transition = self._record(keys=self._keys, args=[
@@ -204,9 +230,10 @@ class CircuitBreaker:
         return self._local_record(permit, outcome)
 
     def release(self, permit: Permit) -> None:
-        """Hand back a probe slot that was not used."""
-        if not permit.probe:
+        """Hand back a probe slot that was not used; a no-op once the permit is settled."""
+        if not permit.probe or permit.settled:
             return
+        permit.settled = True
         if permit.local:
             with self._local.lock:
                 self._local.probes.pop(permit.token, None)
@@ -295,8 +322,8 @@ class CircuitBreaker:
                 while s.calls and s.calls[0][0] <= now - res.breaker_window_s:
                     s.calls.popleft()
                 total = len(s.calls)
-                failures = sum(1 for _, o in s.calls if o == FAIL)
-                slow = sum(1 for _, o in s.calls if o == SLOW)
+                failures = sum(1 for _, o in s.calls if o in (FAIL, SLOW_FAIL))
+                slow = sum(1 for _, o in s.calls if o in (SLOW, SLOW_FAIL))
                 if total >= res.breaker_min_calls and (failures / total >= res.breaker_failure_rate
                                                        or slow / total >= res.breaker_slow_call_rate):
                     transition = self._local_open(now)

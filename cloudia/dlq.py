@@ -63,14 +63,9 @@ import boto3
 from botocore.exceptions import ClientError
 
 from cloudia import aws
-from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE, Job, now_ms
+from cloudia import dlq_format
+from cloudia.jobs import Job, now_ms
 from cloudia.settings import Resilience
-
-# Attributes that describe the last failure (read case-insensitively, as SQS users spell them
-# variously), not carried back to the jobs queue, where a new failure records its own.
-_FAILURE_ATTRIBUTES = {a.lower() for a in (FAILURE_REASON_ATTRIBUTE, FAILURE_CLASS_ATTRIBUTE, RECEIVE_COUNT_ATTRIBUTE)}
-REDRIVE_ID_ATTRIBUTE = "redriveId"
-MAX_RECEIVES_REASON = "max receives exceeded"
 
 # SQS returns and accepts at most 10 messages per Receive/SendBatch/DeleteBatch call.
 SQS_BATCH_MAX = 10
@@ -147,17 +142,14 @@ class DlqMessage:
     def receive_count(self) -> int:
         """Receives from the jobs queue, as the worker recorded them; else (a message SQS moved) the
         receives before this look (each look is a receive too)."""
-        for name, value in self.message_attributes.items():
-            if name.lower() == RECEIVE_COUNT_ATTRIBUTE.lower() and value.get("StringValue", "").isdigit():
-                return int(value["StringValue"])
+        recorded = dlq_format.recorded_receive_count(self.message_attributes)
+        if recorded is not None:
+            return recorded
         return max(0, int(self.attributes.get("ApproximateReceiveCount", "1")) - 1)
 
     @property
     def failure_reason(self) -> str:
-        for name, value in self.message_attributes.items():
-            if name.lower() == FAILURE_REASON_ATTRIBUTE.lower() and value.get("StringValue"):
-                return value["StringValue"]
-        return MAX_RECEIVES_REASON
+        return dlq_format.failure_reason(self.message_attributes)
 
     @property
     def job(self) -> Job | None:
@@ -574,9 +566,8 @@ def _send(sqs, target_url: str, messages: list[DlqMessage], report: RedriveRepor
         return []
     entries = []
     for index, message in enumerate(messages):
-        attributes = {k: v for k, v in message.message_attributes.items() if k.lower() not in _FAILURE_ATTRIBUTES}
-        attributes[REDRIVE_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": message.message_id}
-        entry = {"Id": str(index), "MessageBody": message.body, "MessageAttributes": sendable_attributes(attributes)}
+        attributes = dlq_format.redriven_attributes(message.message_attributes, message.message_id)
+        entry = {"Id": str(index), "MessageBody": message.body, "MessageAttributes": attributes}
         if "AWSTraceHeader" in message.attributes:  # keep the X-Ray trace of the original request
             entry["MessageSystemAttributes"] = {
                 "AWSTraceHeader": {"DataType": "String", "StringValue": message.attributes["AWSTraceHeader"]}
@@ -587,12 +578,6 @@ def _send(sqs, target_url: str, messages: list[DlqMessage], report: RedriveRepor
         message = messages[int(failure["Id"])]
         report.send_failures.append(f"{message.message_id}: {failure.get('Code')} {failure.get('Message', '')}".strip())
     return [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
-
-
-def sendable_attributes(attributes: dict) -> dict:
-    """Received attributes carry list fields SQS refuses on send; keep the value and its type."""
-    keep = ("DataType", "StringValue", "BinaryValue")
-    return {name: {k: v for k, v in value.items() if k in keep} for name, value in attributes.items()}
 
 
 def _delete(sqs, dlq_url: str, messages: list[DlqMessage], report: RedriveReport) -> list[DlqMessage]:

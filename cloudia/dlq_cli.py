@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloudia import aws, dlq
+from cloudia import aws, dlq, dlq_format
 from cloudia.jobs import JobStore
 from cloudia.settings import Settings
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--newer-than", type=_duration, metavar="DURATION", help="only messages younger than this, e.g. 1d")
     filters.add_argument("--reason", action="append", default=[], metavar="TEXT",
                          help="only messages whose failure reason contains TEXT (case-insensitive; repeatable; "
-                              f"{dlq.MAX_RECEIVES_REASON!r} selects those the redrive policy moved)")
+                              f"{dlq_format.MAX_RECEIVES_REASON!r} selects those the redrive policy moved)")
 
     parser = argparse.ArgumentParser(
         prog="python -m cloudia.dlq",

@@ -3,7 +3,9 @@
 SQS delivers at least once: a second copy of a message, or the same message after its visibility
 timeout ran out during a slow attempt, can reach another worker while the first is still calling the
 LLM. The jobs table's ANSWERED state stops a redelivery *after* the answer; this lease stops one
-*during* the attempt, so the LLM is not paid twice. If Redis is unreachable the lease is granted
+*during* the attempt, so the LLM is not paid twice. The lease is short (`job_liveness_s`) and its
+holder renews it on every heartbeat, so it lasts as long as the answer and no longer than its worker.
+If Redis is unreachable the lease is granted
 (availability first: the worst case is the rare duplicate call the lease exists to avoid).
 """
 from __future__ import annotations
@@ -21,6 +23,10 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 class JobLeases:
@@ -28,6 +34,7 @@ class JobLeases:
         self._redis = client
         self._ttl_ms = int(ttl_s * 1000)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
 
     def acquire(self, job_id: str) -> tuple[str | None, float]:
         """(token, 0) if this worker now holds the job; (None, seconds left) if another one does."""
@@ -40,6 +47,13 @@ class JobLeases:
         except (redis.RedisError, OSError) as error:
             logger.warning("job lease unavailable (Redis), going ahead: %s", error)
             return token, 0.0
+
+    def renew(self, job_id: str, token: str) -> bool:
+        """Extend the lease if it is still ours; False if it is not (or Redis cannot say)."""
+        try:
+            return bool(self._renew(keys=[job_lease_key(job_id)], args=[token, self._ttl_ms]))
+        except (redis.RedisError, OSError):
+            return False
 
     def release(self, job_id: str, token: str) -> None:
         """Drop the lease if it is still ours (it may have expired and been taken)."""

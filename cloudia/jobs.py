@@ -9,17 +9,25 @@ from dataclasses import asdict, dataclass
 from cloudia.schema import JOBS_PARTITION_KEY, JOBS_TTL_ATTRIBUTE
 from cloudia.settings import Resilience
 
-# SQS message attributes of a job the worker moved to the DLQ: why, and the failure's class.
-FAILURE_REASON_ATTRIBUTE = "FailureReason"
-FAILURE_CLASS_ATTRIBUTE = "FailureClass"
-# ... and how many times it was received from the jobs queue (the DLQ's own count grows with every look).
-RECEIVE_COUNT_ATTRIBUTE = "ReceiveCount"
-
 # Job states. A job moves queued -> calling -> answered | failed, back to queued when a call fails
-# and is retried. `answered` is final and stops a redelivery from calling the LLM; `calling` left
-# behind by a worker that died mid-call tells the next one the LLM may already have been paid.
+# and is retried. `answered` is final and stops a redelivery from calling the LLM. While `calling`,
+# the worker refreshes the mark's heartbeat; a mark whose heartbeat stopped was left by a worker that
+# died mid-call, and the job may be called again (a recall) a bounded number of times.
 QUEUED, CALLING, ANSWERED, FAILED = "queued", "calling", "answered", "failed"
 CALL_STARTED_ATTRIBUTE = "callStartedAtMs"
+CALL_HEARTBEAT_ATTRIBUTE = "callHeartbeatAtMs"
+CALL_TOKEN_ATTRIBUTE = "callToken"
+# LLM calls started for the job (its `token` events carry it), and how many of them were recalls.
+ATTEMPTS_ATTRIBUTE = "attempts"
+RECALLS_ATTRIBUTE = "recalls"
+
+
+@dataclass(frozen=True)
+class CallMark:
+    """This worker's `calling` mark on a job: its token (to refresh it) and the call's attempt number."""
+
+    token: str
+    attempt: int
 
 
 def now_ms() -> int:
@@ -94,23 +102,49 @@ class JobStore:
             },
         )
 
-    def start_call(self, job_id: str, stale_before_ms: int) -> bool:
-        """Mark the job `calling` just before the LLM call; False if it is answered, or another worker's
-        call started after `stale_before_ms` (still running). The mark carries a token of this call,
-        so a retry of this very write (its reply lost to a timeout) is not taken for another call."""
+    def start_call(self, job_id: str, stale_before_ms: int, recall_of: int | None = None) -> CallMark | None:
+        """Mark the job `calling` just before the LLM call, counting the attempt; None if it is
+        answered, or another worker's call is live (its heartbeat after `stale_before_ms`).
+
+        `recall_of`: the job reads `calling` with a stopped heartbeat and this is a recall, allowed
+        while fewer than `recall_of` recalls were made. The mark carries a token of this call, so a
+        retry of this very write (its reply lost to a timeout) is not taken for another call."""
+        token = uuid.uuid4().hex
+        if recall_of is None:
+            condition = "attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND #s <> :calling)"
+            counters, values = "#a :one", {}
+        else:
+            condition = ("#k = :token OR (#s = :calling AND #h < :stale_before AND "
+                         "(attribute_not_exists(#r) OR #r < :max_recalls))")
+            counters = "#a :one, #r :one"
+            values = {":stale_before": {"N": str(stale_before_ms)}, ":max_recalls": {"N": str(recall_of)}}
+        now = str(now_ms())
+        try:
+            reply = self._db.update_item(
+                TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                UpdateExpression=f"SET #s = :calling, #c = :t, #h = :t, #k = :token ADD {counters}",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE,
+                                          "#k": CALL_TOKEN_ATTRIBUTE, "#a": ATTEMPTS_ATTRIBUTE,
+                                          **({"#r": RECALLS_ATTRIBUTE} if recall_of is not None else {})},
+                ExpressionAttributeValues={":calling": {"S": CALLING}, ":t": {"N": now}, ":token": {"S": token},
+                                           ":one": {"N": "1"},
+                                           **({":answered": {"S": ANSWERED}} if recall_of is None else {}),
+                                           **values},
+                ReturnValues="UPDATED_NEW")
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return None
+        return CallMark(token, int(reply["Attributes"][ATTEMPTS_ATTRIBUTE]["N"]))
+
+    def beat(self, job_id: str, mark: CallMark) -> bool:
+        """Refresh the heartbeat of this worker's `calling` mark; False if the mark is no longer ours."""
         return self._update_if(
             job_id,
-            UpdateExpression="SET #s = :calling, #c = :t, #k = :token",
-            ConditionExpression=("attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND "
-                                 "(#s <> :calling OR #c < :stale_before))"),
-            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#k": "callToken"},
-            ExpressionAttributeValues={
-                ":calling": {"S": CALLING},
-                ":answered": {"S": ANSWERED},
-                ":t": {"N": str(now_ms())},
-                ":token": {"S": uuid.uuid4().hex},
-                ":stale_before": {"N": str(stale_before_ms)},
-            },
+            UpdateExpression="SET #h = :t",
+            ConditionExpression="#s = :calling AND #k = :token",
+            ExpressionAttributeNames={"#s": "status", "#h": CALL_HEARTBEAT_ATTRIBUTE, "#k": CALL_TOKEN_ATTRIBUTE},
+            ExpressionAttributeValues={":t": {"N": str(now_ms())}, ":calling": {"S": CALLING},
+                                       ":token": {"S": mark.token}},
         )
 
     def end_failed_call(self, job_id: str) -> None:
@@ -118,9 +152,9 @@ class JobStore:
         for a call cut short by a crash. (A job already answered or failed is left as it is.)"""
         self._update_if(
             job_id,
-            UpdateExpression="SET #s = :queued REMOVE #c",
+            UpdateExpression="SET #s = :queued REMOVE #c, #h",
             ConditionExpression="#s = :calling",
-            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE},
+            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE},
             ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
         )
 

@@ -20,8 +20,10 @@ def queued(job_id: str, client_message_id: str | None = None) -> dict[str, Any]:
     return event("queued", jobId=job_id, clientMessageId=client_message_id)
 
 
-def token(job_id: str, text: str) -> dict[str, Any]:
-    return event("token", jobId=job_id, token=text)
+def token(job_id: str, text: str, attempt: int) -> dict[str, Any]:
+    """A piece of an answer as the LLM writes it. `attempt` numbers the job's LLM calls: tokens of a
+    higher attempt replace the partial text of a lower one (that call was cut and made again)."""
+    return event("token", jobId=job_id, token=text, attempt=attempt)
 
 
 def answer(job_id: str, message: str, conversation_id: str | None = None) -> dict[str, Any]:

@@ -17,7 +17,17 @@ from typing import Mapping
 class Resilience:
     # Timeouts (seed: Lambda 29 s, worker -> LLM 5-10 s, -> Redis 500 ms, -> DynamoDB 1 s).
     lambda_timeout_s: int = 29
-    llm_timeout_s: float = 10.0
+    # The seed's "worker -> LLM 5-10 s" bounds the HTTP exchange, not the length of an answer: a
+    # healthy model writes a long answer for a minute. Every call streams; its bounds are the connect,
+    # the time to the first token, the longest stall between two tokens, and a total derived from
+    # `llm_max_tokens` at the slowest acceptable rate (see `cloudia/llm/timing.py`).
+    llm_connect_timeout_s: float = 5.0
+    llm_first_token_timeout_s: float = 10.0
+    llm_stall_timeout_s: float = 10.0
+    # Set on every call: it bounds the call's length, its cost and the budget it may spend.
+    llm_max_tokens: int = 1024
+    # Below this average rate a call is cut: 10 + 1024 / 12 = 95 s at most with the defaults.
+    llm_min_tokens_per_s: float = 12.0
     redis_timeout_ms: int = 500
     dynamodb_timeout_ms: int = 1000
     sqs_timeout_ms: int = 2000
@@ -28,10 +38,15 @@ class Resilience:
     max_receives: int = 5
     # A job kept while the LLM's circuit is open waits at most this long, then goes to the DLQ (user told).
     circuit_hold_max_s: int = 3600
-    # A job whose LLM call was cut short by a dead worker (SIGKILL, OOM, lost host) may already have
-    # been paid for. False: it goes to the DLQ with its user told (a redrive calls again on purpose),
-    # so no answer is ever paid twice. True: it is called again.
-    recall_llm_after_crash: bool = False
+    # Liveness of a job being answered: every `job_heartbeat_s` its worker extends the message's
+    # visibility, renews the job's lease and refreshes its `calling` mark. A mark not refreshed for
+    # `job_liveness_s` (three missed beats) was left by a dead worker.
+    job_heartbeat_s: float = 10.0
+    job_liveness_s: float = 30.0
+    # A job whose LLM call a dead worker cut short (SIGKILL, OOM, lost host) is called again this many
+    # times (its stream was cut, so the provider stopped generating and billing); one more crash sends
+    # it to the DLQ with its user told. 0: never called again (a redrive calls again on purpose).
+    llm_recalls_after_crash: int = 1
     # How often a worker tells the users of jobs SQS moved to the DLQ by itself (a worker died during
     # the job's last attempt), see worker_image/worker/dead_letters.py.
     dlq_sweep_s: int = 60
@@ -40,12 +55,17 @@ class Resilience:
     breaker_min_calls: int = 5
     breaker_failure_rate: float = 0.5
     breaker_slow_call_rate: float = 0.5
-    breaker_slow_call_s: float = 5.0
+    # A slow call: its first token later than this, or its tokens slower than the floor (a call that
+    # fails slowly is slow too); never the length of a healthy answer.
+    breaker_slow_first_token_s: float = 5.0
+    breaker_slow_tokens_per_s: float = 20.0
     breaker_open_s: float = 15.0
     breaker_half_open_probes: int = 2
     # Worker.
     worker_concurrency: int = 16
-    worker_shutdown_grace_s: float = 25.0
+    # SIGTERM lets the answers in flight finish within this (the longest call, 95 s, plus its writes);
+    # ECS's stop timeout is 10 s above it, within Fargate's 120 s.
+    worker_shutdown_grace_s: float = 105.0
     # TTLs. API Gateway drops a WebSocket connection after 2 h, so a registration cannot outlive it.
     connection_ttl_s: int = 7200
     context_ttl_s: int = 3600

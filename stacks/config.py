@@ -8,9 +8,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from cloudia.llm.timing import call_deadline_s
 from cloudia.settings import Resilience, resilience_from
 
 TARGETS = ("aws", "local")
+# Fargate's longest stop timeout (between SIGTERM and SIGKILL).
+FARGATE_MAX_STOP_TIMEOUT_S = 120
+# ECS's stop timeout is this much above the worker's drain, for the hand-back and the exit.
+STOP_TIMEOUT_MARGIN_S = 10
+# After its LLM call a job stores the answer, pushes it and deletes its message: a few round trips,
+# each bounded (DynamoDB 1 s, Redis 500 ms, SQS 2 s).
+JOB_WRITES_MARGIN_S = 5
 STAGES = ("dev", "prod")
 
 
@@ -61,10 +69,13 @@ class AppConfig:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r} (cdk -c stage=dev|prod)")
         if self.resilience.max_receives < 1:
             raise ConfigError("resilience.max_receives must be at least 1")
-        if self.worker_shutdown_grace_s_too_short:
+        if self.worker_stop_timeout_s > FARGATE_MAX_STOP_TIMEOUT_S:
             raise ConfigError(
-                f"resilience.worker_shutdown_grace_s ({self.resilience.worker_shutdown_grace_s}) must cover "
-                f"the longest job ({self.job_deadline_s} s) so a draining worker can finish what it holds")
+                f"resilience.worker_shutdown_grace_s ({self.resilience.worker_shutdown_grace_s}) + "
+                f"{STOP_TIMEOUT_MARGIN_S} s must fit Fargate's {FARGATE_MAX_STOP_TIMEOUT_S} s stop timeout")
+        if self.resilience.job_liveness_s < 2 * self.resilience.job_heartbeat_s:
+            raise ConfigError("resilience.job_liveness_s must be at least two heartbeats (job_heartbeat_s), "
+                              "or one late beat makes a live job look dead")
 
     @property
     def is_aws(self) -> bool:
@@ -76,24 +87,27 @@ class AppConfig:
 
     @property
     def job_deadline_s(self) -> int:
-        """The longest one job can take in the worker: the primary LLM call and the fallback's, each
-        bounded by the LLM timeout, plus ~5 s for Redis, DynamoDB and the push, each bounded too."""
-        return math.ceil(2 * self.resilience.llm_timeout_s + 5)
+        """The longest one job can take in the worker: one LLM call at its deadline (the longest
+        answer `llm_max_tokens` allows at the slowest accepted rate), plus its writes."""
+        return math.ceil(call_deadline_s(self.resilience) + JOB_WRITES_MARGIN_S)
 
     @property
-    def worker_shutdown_grace_s_too_short(self) -> bool:
-        return self.resilience.worker_shutdown_grace_s < self.job_deadline_s
+    def drain_covers_longest_job(self) -> bool:
+        """Whether SIGTERM lets every answer in flight finish. When not (a large `llm_max_tokens`), a
+        call still running at the end of the grace is handed back and called again."""
+        return self.resilience.worker_shutdown_grace_s >= self.job_deadline_s
 
     @property
     def jobs_visibility_timeout_s(self) -> int:
-        """Twice the longest job: a message never reappears while a healthy worker still holds it,
-        yet one whose worker died comes back within about a minute."""
-        return 2 * self.job_deadline_s
+        """A liveness window past the first heartbeat: the worker extends it on every beat for as long
+        as it works on the job (`worker/heartbeat.py`), so a message never reappears while a live worker
+        holds it, however long the answer, and one whose worker died comes back within that window."""
+        return math.ceil(self.resilience.job_liveness_s + self.resilience.job_heartbeat_s)
 
     @property
     def worker_stop_timeout_s(self) -> int:
         """ECS waits this long after SIGTERM before SIGKILL: above the worker's own drain bound."""
-        return min(120, math.ceil(self.resilience.worker_shutdown_grace_s) + 10)
+        return math.ceil(self.resilience.worker_shutdown_grace_s) + STOP_TIMEOUT_MARGIN_S
 
     @property
     def nat_gateways(self) -> int:

@@ -2,7 +2,9 @@
 
 Every provider turns its SDK's exceptions into `TransientLlmError` (retry later: timeout, connection
 error, 408/409/429, 5xx; carries `Retry-After`) or `PermanentLlmError` (a request retrying cannot fix).
-SDK retries are off (`max_retries=0`): the worker owns retries, through the queue.
+SDK retries are off (`max_retries=0`): the worker owns retries, through the queue. Every call streams
+from the provider within the deadline model of `cloudia.llm.timing`, and reports its `CallTiming`
+(on the `Completion`, or on the `LlmError`) so the breaker can tell a slow provider from a long answer.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from cloudia import aws
+from cloudia.llm.timing import CallTiming
 from cloudia.settings import Settings
 
 # Status codes worth retrying besides 5xx: request timeout, conflict, throttling.
@@ -25,6 +28,7 @@ class LlmError(Exception):
     def __init__(self, message: str, kind: str):
         super().__init__(message)
         self.kind = kind
+        self.timing: CallTiming | None = None  # set by the provider that made the call
 
 
 class TransientLlmError(LlmError):
@@ -43,14 +47,15 @@ class Completion:
     input_tokens: int
     output_tokens: int
     model: str = ""
+    timing: CallTiming | None = None
 
 
 class LlmProvider(Protocol):
     name: str
 
     async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
-        """`messages`: [{"role": "user" | "assistant", "content": ...}], oldest first. Streams when
-        `on_token` is given (each text delta is passed to it), then returns the whole answer."""
+        """`messages`: [{"role": "user" | "assistant", "content": ...}], oldest first. Each text delta
+        is passed to `on_token` (when given) as it arrives; returns the whole answer."""
         ...
 
     async def aclose(self) -> None:
@@ -94,7 +99,7 @@ def build_provider(name: str, settings: Settings) -> LlmProvider:
         return AnthropicProvider(settings)
     if name == "fake":
         from cloudia.llm.fake import FakeProvider
-        return FakeProvider()
+        return FakeProvider(settings=settings)
     raise ValueError(f"unknown LLM provider {name!r} (expected openai, anthropic or fake)")
 
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 import asyncio
 
 from cloudia.llm import LlmError, PermanentLlmError, TransientLlmError, is_transient_status, retry_after_s
+from cloudia.llm.timing import CallTimeout
 
 try:  # the SDKs' HTTP layer; a transport error can surface while a stream is being read
-    from httpx2 import TransportError as _TransportError
+    import httpx2 as httpx
 except ImportError:  # pragma: no cover - older SDKs use httpx
-    from httpx import TransportError as _TransportError
+    import httpx  # type: ignore[no-redef]
 
 
 def classify(error: BaseException, sdk) -> LlmError:
     if isinstance(error, LlmError):
         return error
-    if isinstance(error, (sdk.APITimeoutError, asyncio.TimeoutError, TimeoutError)):
+    if isinstance(error, CallTimeout):  # a bound of the deadline model: first token, stall, deadline
+        return TransientLlmError(str(error), error.kind)
+    if isinstance(error, (sdk.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
         return TransientLlmError(f"LLM call timed out: {error}", "timeout")
-    if isinstance(error, sdk.APIConnectionError) or isinstance(error, (_TransportError, ConnectionError)):
+    if isinstance(error, sdk.APIConnectionError) or isinstance(error, (httpx.TransportError, ConnectionError)):
         return TransientLlmError(f"LLM unreachable: {error}", "connection")
     if isinstance(error, sdk.APIStatusError):
         status = error.status_code

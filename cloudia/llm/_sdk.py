@@ -1,14 +1,23 @@
 """What the OpenAI and Anthropic providers share: an official async SDK client with its retries off
-(the queue's redelivery with backoff is the one retry layer), one deadline over the whole answer,
-and every failure classified as transient or permanent."""
+(the queue's redelivery with backoff is the one retry layer), every call streamed within the deadline
+model (`cloudia.llm.timing`), and every failure classified as transient or permanent.
+
+Every call streams, whether or not a client is connected to see the tokens: only a stream shows the
+first token and the stalls. A non-streamed request is silent until the whole answer is written, so its
+only bound would be the total one, and a hung provider would hold the job that long."""
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from types import ModuleType
 
 from cloudia.llm import Completion, OnToken, api_key
-from cloudia.llm._errors import classify
+from cloudia.llm._errors import classify, httpx
+from cloudia.llm.timing import CallBounds, Stopwatch
 from cloudia.settings import Settings
+
+# The HTTP client's own read timeout is a backstop a little past the stopwatch's bounds, which fire
+# first and say which bound it was.
+HTTP_READ_SLACK_S = 1.0
 
 
 class SdkProvider:
@@ -17,10 +26,13 @@ class SdkProvider:
     default_model: str
 
     def __init__(self, settings: Settings):
-        self._timeout_s = settings.resilience.llm_timeout_s
+        self._bounds = CallBounds.of(settings.resilience)
         self._model = settings.llm_model or self.default_model
+        b = self._bounds
+        self._http_timeout = httpx.Timeout(connect=b.connect_s, read=max(b.first_token_s, b.stall_s) + HTTP_READ_SLACK_S,
+                                           write=b.connect_s, pool=b.connect_s)
         self._client = self.make_client(api_key=api_key(settings), base_url=settings.llm_base_url or None,
-                                        timeout=self._timeout_s, max_retries=0)
+                                        timeout=self._http_timeout, max_retries=0)
 
     def make_client(self, **options):
         raise NotImplementedError
@@ -29,17 +41,17 @@ class SdkProvider:
         await self._client.close()
 
     async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
+        watch: Stopwatch | None = None
         try:
-            # The SDK timeout bounds each connect/read; this bounds the whole answer.
-            async with asyncio.timeout(self._timeout_s):
-                if on_token is None:
-                    return await self._complete(messages)
-                return await self._stream(messages, on_token)
+            async with Stopwatch(self._bounds) as watch:
+                completion = await self._stream(messages, watch, on_token)
+            return dataclasses.replace(completion, timing=watch.timing)
         except Exception as error:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify(error, self.sdk) from error
+            failure = classify(error, self.sdk)
+            failure.timing = watch.timing if watch is not None else None
+            raise failure from error
 
-    async def _complete(self, messages) -> Completion:
-        raise NotImplementedError
-
-    async def _stream(self, messages, on_token: OnToken) -> Completion:
+    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None) -> Completion:
+        """Stream one answer: `watch.token()` on every text delta, `watch.set_tokens` with the
+        provider's usage count, `on_token(delta)` when given."""
         raise NotImplementedError

@@ -6,6 +6,7 @@ import openai
 
 from cloudia.llm import Completion, OnToken
 from cloudia.llm._sdk import SdkProvider
+from cloudia.llm.timing import Stopwatch
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -18,15 +19,11 @@ class OpenAiProvider(SdkProvider):
     def make_client(self, **options):
         return openai.AsyncOpenAI(**options)
 
-    async def _complete(self, messages) -> Completion:
-        response = await self._client.chat.completions.create(model=self._model, messages=messages)
-        usage = response.usage
-        return Completion(response.choices[0].message.content or "", usage.prompt_tokens if usage else 0,
-                          usage.completion_tokens if usage else 0, response.model)
-
-    async def _stream(self, messages, on_token: OnToken) -> Completion:
+    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None) -> Completion:
+        # `max_completion_tokens` is the current name (`max_tokens` is refused by reasoning models).
         stream = await self._client.chat.completions.create(
-            model=self._model, messages=messages, stream=True, stream_options={"include_usage": True})
+            model=self._model, messages=messages, max_completion_tokens=self._bounds.max_tokens,
+            stream=True, stream_options={"include_usage": True}, timeout=self._http_timeout)
         parts: list[str] = []
         input_tokens = output_tokens = 0
         model = self._model
@@ -35,9 +32,12 @@ class OpenAiProvider(SdkProvider):
                 model = chunk.model or model
                 if chunk.usage:
                     input_tokens, output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                    watch.set_tokens(output_tokens)
                 for choice in chunk.choices:
                     delta = choice.delta.content
                     if delta:
                         parts.append(delta)
-                        await on_token(delta)
+                        watch.token()
+                        if on_token is not None:
+                            await on_token(delta)
         return Completion("".join(parts), input_tokens, output_tokens, model)

@@ -163,12 +163,18 @@
       case "queued":
         if (!["streaming", "answered"].includes(turn.state)) setState(turn, "queued");
         break;
-      case "token":
+      case "token": {
         if (turn.state === "answered") break;
+        // A higher attempt is the job's LLM call made again (the first was cut): its text replaces
+        // the earlier attempt's partial text; a late token of an earlier attempt is dropped.
+        const attempt = frame.attempt || 1;
+        if (attempt < (turn.attempt || 0)) break;
+        if (attempt > (turn.attempt || 0)) { turn.attempt = attempt; turn.answer = ""; }
         turn.answer += frame.token || "";
         setState(turn, "streaming");
         showAnswer(turn, turn.answer);
         break;
+      }
       case "answer":
         turn.answer = frame.message || "";
         setState(turn, "answered");

@@ -2,7 +2,7 @@
 back by the deployment circuit breaker, drained gracefully on SIGTERM."""
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Annotations, Duration
 from aws_cdk import aws_applicationautoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -66,13 +66,20 @@ class WorkerService(Construct):
             environment=environment,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker",
                                             log_group=retained_log_group(self, "Logs", config)),
-            # ECS sends SIGTERM, waits this long, then SIGKILL: above the worker's own drain bound.
+            # ECS sends SIGTERM, waits this long, then SIGKILL: above the worker's own drain bound,
+            # which lets the longest answer finish (see AppConfig.drain_covers_longest_job).
             stop_timeout=Duration.seconds(config.worker_stop_timeout_s),
             health_check=ecs.HealthCheck(command=["CMD", "python", "-m", "worker.healthcheck"],
                                          interval=Duration.seconds(30), retries=3,
                                          start_period=Duration.seconds(30)),
             readonly_root_filesystem=False,
         )
+        if not config.drain_covers_longest_job:
+            Annotations.of(self).add_warning_v2(
+                "cloudia:drainShorterThanLongestJob",
+                f"worker_shutdown_grace_s ({config.resilience.worker_shutdown_grace_s} s) is shorter than the "
+                f"longest job ({config.job_deadline_s} s, from llm_max_tokens at llm_min_tokens_per_s): answers "
+                "still running when a task stops are handed back and called again")
         self.service = ecs.FargateService(
             self, "Service",
             cluster=cluster,

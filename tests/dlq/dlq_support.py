@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from cloudia.dlq import FAILURE_REASON_ATTRIBUTE
+from cloudia.dlq_format import FAILURE_REASON_ATTRIBUTE
 from cloudia.jobs import Job, now_ms
 
 # SQS moves a message to the DLQ on the receive after the 5th (the queue's maxReceiveCount).

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from cloudia import dlq
+from cloudia.dlq_format import MAX_RECEIVES_REASON
 from cloudia.jobs import now_ms
 from tests.dlq.dlq_support import exhaust_receives, fail_permanently, total
 
@@ -38,7 +39,7 @@ def test_a_job_moved_by_the_redrive_policy_shows_max_receives_exceeded_and_its_r
 
     # THEN it carries no reason of its own: "max receives exceeded", with its 5 receives
     assert message.job.job_id == job.job_id
-    assert message.failure_reason == dlq.MAX_RECEIVES_REASON
+    assert message.failure_reason == MAX_RECEIVES_REASON
     assert message.receive_count == 5
 
 
@@ -94,7 +95,7 @@ def test_list_filters_by_reason_and_age(sqs, resources):
     assert job_ids(dlq.Selector(older_than_s=0.6)) == [old.job_id]
     assert job_ids(dlq.Selector(newer_than_s=0.6)) == [new_timeout.job_id, new_invalid.job_id]
     assert job_ids(dlq.Selector(newer_than_s=0.6, reasons=("timeout",))) == [new_timeout.job_id]
-    assert job_ids(dlq.Selector(reasons=(dlq.MAX_RECEIVES_REASON,))) == []
+    assert job_ids(dlq.Selector(reasons=(MAX_RECEIVES_REASON,))) == []
 
 
 def test_an_unknown_queue_is_a_clear_error(sqs, resources):

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from cloudia import dlq
+from cloudia.dlq_format import MAX_RECEIVES_REASON
 from cloudia.jobs import Job
 from tests.dlq.dlq_support import drain, exhaust_receives, fail_permanently, new_job, redrive_ids, total
 
@@ -74,12 +75,12 @@ def test_apply_moves_everything_back_with_body_and_attributes_and_the_counts_agr
 def test_a_job_that_reached_the_dlq_by_the_redrive_policy_goes_back_with_a_fresh_receive_count(sqs, resources, journal):
     # GIVEN a job the redrive policy moved to the DLQ after 5 receives
     job = exhaust_receives(sqs, resources.settings.jobs_queue_url, resources.dlq_url)
-    [listed] = dlq.look(sqs, resources.dlq_url, dlq.Selector(reasons=(dlq.MAX_RECEIVES_REASON,)))
+    [listed] = dlq.look(sqs, resources.dlq_url, dlq.Selector(reasons=(MAX_RECEIVES_REASON,)))
     assert listed.receive_count == 5
 
     # WHEN the "max receives exceeded" messages are redriven
     report = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, apply=True, journal_path=journal,
-                         selector=dlq.Selector(reasons=(dlq.MAX_RECEIVES_REASON,)))
+                         selector=dlq.Selector(reasons=(MAX_RECEIVES_REASON,)))
 
     # THEN it is back on the jobs queue, received for the first time again, with its attributes
     assert report.ok and report.removed_from_dlq == 1

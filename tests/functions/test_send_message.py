@@ -253,7 +253,7 @@ def test_a_sender_hears_at_once_that_the_llm_circuit_is_open_and_the_job_is_kept
     # GIVEN a worker's breaker (sharing this Redis) opened by failing LLM calls
     breaker = CircuitBreaker(functions.redis, functions.settings.resilience)
     for _ in range(functions.settings.resilience.breaker_min_calls):
-        breaker.record(breaker.acquire(), succeeded=False, duration_s=0.1)
+        breaker.record(breaker.acquire(), succeeded=False, timing=None)
     connection = functions.open_connection("alice")
     # WHEN alice sends a message
     event = body_of(functions.send(connection, frame("are you there?")))

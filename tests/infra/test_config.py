@@ -21,8 +21,35 @@ def test_cdk_json_lists_every_resilience_default_with_the_runtime_value():
 def test_seed_defaults_are_the_configured_ones():
     config = AppConfig.from_context(cdk_json_context())
     r = config.resilience
-    assert (r.lambda_timeout_s, r.llm_timeout_s, r.redis_timeout_ms, r.dynamodb_timeout_ms) == (29, 10.0, 500, 1000)
+    assert (r.lambda_timeout_s, r.redis_timeout_ms, r.dynamodb_timeout_ms) == (29, 500, 1000)
+    # the seed's 5-10 s to the LLM is its first-token bound, not a cap on the answer's length
+    assert r.llm_first_token_timeout_s == 10.0
     assert (r.max_receives, r.backoff_base_s) == (5, 2.0)
+
+
+def test_the_longest_call_is_derived_from_max_tokens_and_the_slowest_accepted_rate():
+    config = AppConfig.from_context(cdk_json_context())
+    r = config.resilience
+    longest_call_s = r.llm_first_token_timeout_s + r.llm_max_tokens / r.llm_min_tokens_per_s
+    assert config.job_deadline_s >= longest_call_s > 60  # a long answer is allowed its minute and more
+    # SIGTERM lets it finish, and ECS waits for the drain within what Fargate allows
+    assert config.drain_covers_longest_job
+    assert r.worker_shutdown_grace_s < config.worker_stop_timeout_s <= 120
+
+
+def test_a_message_in_hand_is_kept_by_its_heartbeat_not_by_a_fixed_age():
+    config = AppConfig.from_context(cdk_json_context())
+    r = config.resilience
+    # the queue's visibility outlasts the first heartbeat by a liveness window, far less than a long call
+    assert config.jobs_visibility_timeout_s == r.job_liveness_s + r.job_heartbeat_s
+    assert config.jobs_visibility_timeout_s < config.job_deadline_s
+    assert r.job_liveness_s >= 3 * r.job_heartbeat_s
+
+
+def test_a_drain_shorter_than_the_longest_job_is_allowed_with_a_warning_at_synth():
+    # 4,096 tokens at 12 tokens/s cannot drain within Fargate's stop timeout: the config says so
+    config = AppConfig.from_context({**cdk_json_context(), "resilience": {"llm_max_tokens": 4096}})
+    assert not config.drain_covers_longest_job
 
 
 def test_config_is_frozen():
@@ -36,7 +63,8 @@ def test_config_is_frozen():
     ({"stage": "qa"}, "stage must be one of"),
     ({"settings": {"no_such_setting": 1}}, "unknown keys"),
     ({"resilience": {"no_such_timeout": 1}}, "unknown keys"),
-    ({"resilience": {"worker_shutdown_grace_s": 5.0}}, "must cover the longest job"),
+    ({"resilience": {"worker_shutdown_grace_s": 115.0}}, "Fargate's 120 s stop timeout"),
+    ({"resilience": {"job_heartbeat_s": 20.0, "job_liveness_s": 30.0}}, "at least two heartbeats"),
 ])
 def test_bad_context_is_refused_with_a_clear_error(override, message):
     context = {**cdk_json_context(), **override}
@@ -50,6 +78,6 @@ def test_command_line_overrides_arrive_as_strings_and_are_typed():
 
 
 def test_runtime_settings_read_back_what_the_stacks_pass():
-    resilience = Resilience(llm_timeout_s=7.5, max_receives=3)
+    resilience = Resilience(llm_first_token_timeout_s=7.5, max_receives=3, llm_recalls_after_crash=0)
     settings = Settings.from_env({**resilience_env(resilience), "JOBS_QUEUE_URL": "q"})
     assert settings.resilience == resilience and settings.jobs_queue_url == "q"

@@ -30,7 +30,8 @@ from local_runtime.fake_llm import FakeLlmServer  # noqa: E402
 from tests.support.connections_recorder import ConnectionsRecorder  # noqa: E402
 
 # Fast settings for tests; each test overrides what it measures.
-FAST = dict(llm_timeout_s=2.0, backoff_base_s=0.2, breaker_min_calls=100, worker_shutdown_grace_s=5.0,
+FAST = dict(llm_first_token_timeout_s=2.0, llm_stall_timeout_s=2.0, job_heartbeat_s=0.5, job_liveness_s=1.5,
+            backoff_base_s=0.2, breaker_min_calls=100, worker_shutdown_grace_s=5.0,
             worker_concurrency=4)
 
 

@@ -12,7 +12,7 @@ from cloudia.breaker import CLOSED, CircuitBreaker, circuit_is_open
 from cloudia.jobs import ANSWERED, QUEUED
 from tests.support.servers import free_port
 from tests.worker.conftest import wait_until
-from worker.processor import DELAYED_CIRCUIT_OPEN
+from worker.decisions import Outcome
 
 
 def _emf_metrics(stdout: str) -> list[dict]:
@@ -84,13 +84,13 @@ def test_job_received_while_open_is_delayed_and_the_user_gets_the_seed_event(har
     # AND another worker has just opened the circuit
     other_worker = CircuitBreaker(harness.redis, settings.resilience)
     for _ in range(2):
-        other_worker.record(other_worker.acquire(), False, 0.1)
+        other_worker.record(other_worker.acquire(), False, None)
 
     # WHEN this worker handles the job
     outcome = harness.run(harness.processor().handle(message))
 
     # THEN it fails fast: no provider call, the seed's event to the user, the job kept (hidden) in the queue
-    assert outcome == DELAYED_CIRCUIT_OPEN
+    assert outcome == Outcome.DELAYED_CIRCUIT_OPEN
     assert harness.fake_llm.stats()["requests"] == 0
     assert harness.recorder.events(connection) == [protocol.circuit_open(job.job_id)]
     assert harness.queue_counts() == (0, 0) and harness.kept_in_queue() == 1  # delayed, as a fresh message
@@ -124,7 +124,7 @@ def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness,
     settings = harness.configure(breaker_min_calls=2, breaker_open_s=2.5, breaker_half_open_probes=1)
     other_worker = CircuitBreaker(harness.redis, settings.resilience)
     for _ in range(2):
-        other_worker.record(other_worker.acquire(), False, 0.1)
+        other_worker.record(other_worker.acquire(), False, None)
     jobs = [harness.send_job("ana", f"kept {i}") for i in range(3)]
 
     # WHEN this worker runs during the open period

@@ -6,7 +6,7 @@ from __future__ import annotations
 from cloudia.history import ERROR
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, Job
 from worker import dead_letters
-from worker.processor import BUSY_ELSEWHERE
+from worker.decisions import Outcome
 
 
 def _receive_until_sqs_moves_it(harness) -> None:
@@ -92,7 +92,7 @@ def test_a_job_given_back_on_its_last_receive_returns_as_a_fresh_message_not_to_
     processor._leases.acquire(job.job_id)
 
     # WHEN this worker gives it back to wait for the other one
-    assert harness.run(processor.handle(last)) == BUSY_ELSEWHERE
+    assert harness.run(processor.handle(last)) == Outcome.BUSY_ELSEWHERE
 
     # THEN it is in the jobs queue again as a fresh message (delayed), not in the DLQ
     assert harness.kept_in_queue() == 1

@@ -27,17 +27,18 @@ def test_job_is_answered_streamed_stored_and_deleted(harness, start_worker, prov
     # WHEN the worker runs
     start_worker(harness.settings)
 
-    # THEN the user receives tokens, then the answer
+    # THEN the user receives tokens (of the first attempt), then the answer, which they add up to
     events = wait_until(lambda: [e for e in harness.recorder.events(connection) if e["event"] == "answer"]
                         and harness.recorder.events(connection), what="the answer event")
-    assert events[-1] == {"event": "answer", "jobId": job.job_id, "message": "Echo: what is a circuit breaker",
-                          "conversationId": "c1"}
-    tokens = [e["token"] for e in events if e["event"] == "token"]
-    assert "".join(tokens) == "Echo: what is a circuit breaker"
+    answer = events[-1]["message"]
+    assert answer.startswith("Echo: what is a circuit breaker")
+    assert events[-1] == {"event": "answer", "jobId": job.job_id, "message": answer, "conversationId": "c1"}
+    tokens = [e for e in events if e["event"] == "token"]
+    assert "".join(e["token"] for e in tokens) == answer
+    assert {e["attempt"] for e in tokens} == {1}
     # AND the answer is in the history, the job is answered, the context is cached, the message deleted
     entries = harness.history.latest("ana", "c1", 10)
-    assert [(e.role, e.message) for e in entries] == [(USER, "what is a circuit breaker"),
-                                                      (ASSISTANT, "Echo: what is a circuit breaker")]
+    assert [(e.role, e.message) for e in entries] == [(USER, "what is a circuit breaker"), (ASSISTANT, answer)]
     assert harness.jobs.get(job.job_id)["status"] == ANSWERED
     cached = [json.loads(m) for m in harness.redis.lrange(context_key("ana", "c1"), 0, -1)]
     assert [m["role"] for m in cached] == [USER, ASSISTANT]
@@ -81,7 +82,7 @@ def test_gone_connection_is_not_a_failure(harness, start_worker):
     # THEN the job still succeeds: answer stored for resume, message deleted, stale connection dropped
     wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the answer")
     wait_until(lambda: harness.queue_counts() == (0, 0), what="the delete")
-    assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: are you there"
+    assert harness.history.latest("ana", "c1", 5)[-1].message.startswith("Echo: are you there")
     assert harness.redis.get(f"conn:{connection}") is None
     running.stop()
     assert running.worker.outcomes == {"answered": 1}
@@ -120,14 +121,14 @@ def test_worker_answers_with_redis_down(harness, start_worker, own_redis):
     # THEN the job is still answered: context from DynamoDB, breaker on local state, answer stored
     wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=15, what="the answer")
     wait_until(lambda: harness.queue_counts() == (0, 0), what="the delete")
-    assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: redis is gone"
+    assert harness.history.latest("ana", "c1", 5)[-1].message.startswith("Echo: redis is gone")
     running.stop()
     assert running.worker.outcomes == {"answered": 1}
 
 
 def test_duplicate_delivered_during_the_attempt_does_not_call_the_llm_twice(harness, start_worker):
     # GIVEN a slow provider and two copies of the same job in the queue (SQS delivers at least once)
-    harness.configure(llm_timeout_s=1.0, worker_concurrency=4)
+    harness.configure(llm_first_token_timeout_s=1.0, worker_concurrency=4)
     harness.fake_llm.set_faults(latency_ms=700)
     connection = harness.connect("ana")
     job = harness.send_job("ana", "only once please")
@@ -178,7 +179,8 @@ def test_the_tokens_an_answer_used_are_charged_to_the_users_daily_budget(harness
     start_worker(harness.settings)
     wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the job answered")
     # THEN the day's total grows by what the LLM reported using, beyond that estimate
-    used = count_tokens(message) + count_tokens(f"Echo: {message}")
+    answer = harness.history.latest("ana", "c1", 5)[-1].message
+    used = count_tokens(message) + count_tokens(answer)
     assert used > estimate_tokens(message)
     wait_until(lambda: limits.charge_tokens("ana", 0) == before + used - estimate_tokens(message),
                what="the budget charged with the answer's tokens")
@@ -190,7 +192,7 @@ def test_an_unreachable_gateway_does_not_slow_the_llm_stream_into_a_timeout(harn
 
     # GIVEN a user with a registered connection, but nothing listens where the worker pushes events
     # (each push fails only after botocore's connect retries), and an LLM timeout of 3 s
-    settings = dataclasses.replace(harness.configure(llm_timeout_s=3.0),
+    settings = dataclasses.replace(harness.configure(llm_first_token_timeout_s=3.0),
                                    ws_management_endpoint=f"http://127.0.0.1:{free_port()}")
     harness.connect("ana")
     message = " ".join(f"word{i}" for i in range(30))  # a streamed answer of about 30 tokens

@@ -1,5 +1,6 @@
 """The OpenAI and Anthropic providers, through the official SDKs, against the fake LLM server's wire
-formats with real faults: answers and streams, and every failure mapped to transient or permanent."""
+formats with real faults: answers and streams, the deadline model (first token, stall, deadline,
+`max_tokens` on every call), each call's timing, and every failure mapped to transient or permanent."""
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,11 @@ MESSAGES = [{"role": "user", "content": "first"}, {"role": "assistant", "content
             {"role": "user", "content": "how are you today"}]
 
 
-def provider_for(name: str, fake_llm, timeout_s: float = 2.0):
+def provider_for(name: str, fake_llm, timeout_s: float = 2.0, **bounds):
     base_url = fake_llm.openai_base_url if name == "openai" else fake_llm.anthropic_base_url
+    resilience = Resilience(**{"llm_first_token_timeout_s": timeout_s, "llm_stall_timeout_s": timeout_s, **bounds})
     return build_provider(name, Settings(llm_base_url=base_url, llm_api_key="test-key", llm_model="fake-model",
-                                         resilience=Resilience(llm_timeout_s=timeout_s)))
+                                         resilience=resilience))
 
 
 def complete(provider, stream: bool):
@@ -32,6 +34,7 @@ def complete(provider, stream: bool):
 @pytest.mark.parametrize("name", ["openai", "anthropic"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_answer_and_usage(fake_llm, name, stream):
+    fake_llm.set_profile("burst")  # the echo alone, so every token can be named
     completion, tokens = complete(provider_for(name, fake_llm), stream)
     assert completion.text == "Echo: how are you today"
     assert (completion.input_tokens, completion.output_tokens) == (7, 5)  # words in, words out
@@ -68,8 +71,55 @@ def test_a_provider_that_never_answers_times_out_within_the_bound(fake_llm, name
         loop.run_until_complete(provider_for(name, fake_llm, timeout_s=0.5).complete(MESSAGES))
     elapsed = loop.time() - started
     loop.close()
-    assert raised.value.kind == "timeout"
+    assert raised.value.kind == "first_token_timeout"
     assert 0.4 <= elapsed <= 1.5
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_a_long_answer_at_a_healthy_pace_is_not_cut_and_reports_its_timing(fake_llm, name):
+    # GIVEN a model that starts in 0.2 s and writes 100 tokens at 50 tokens/s (2 s), and bounds of
+    # 0.5 s to the first token and between tokens: far shorter than the answer
+    fake_llm.set_profile(first_token_ms=200, tokens_per_s=50, answer_tokens_min=100, answer_tokens_max=100)
+    completion, tokens = complete(provider_for(name, fake_llm, timeout_s=0.5), stream=True)
+    # THEN it is answered whole, and its timing says how it went
+    assert completion.output_tokens == 100 and len(completion.text.split()) == 100
+    timing = completion.timing
+    assert 0.2 <= timing.first_token_s < 0.5
+    assert 1.9 <= timing.duration_s < 4.0
+    assert 35 <= timing.tokens_per_s <= 60
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_a_stall_mid_stream_cuts_the_call(fake_llm, name):
+    # GIVEN a model that goes silent for 2 s after 5 tokens; a stall bound of 0.5 s
+    fake_llm.set_profile(first_token_ms=50, tokens_per_s=100, answer_tokens_min=30, answer_tokens_max=30)
+    fake_llm.set_faults(stall_after_tokens=5, stall_ms=2000)
+    with pytest.raises(TransientLlmError) as raised:
+        complete(provider_for(name, fake_llm, timeout_s=0.5), stream=True)
+    # THEN the call fails as a stall, its timing showing the tokens that came
+    assert raised.value.kind == "stall"
+    assert raised.value.timing.first_token_s is not None and raised.value.timing.tokens >= 5
+    assert raised.value.timing.duration_s < 1.5
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_the_whole_call_is_bounded_by_max_tokens_at_the_slowest_accepted_rate(fake_llm, name):
+    # GIVEN a model that trickles 5 tokens/s, and bounds that accept no less than 20 tokens/s over
+    # at most 20 tokens: the call may last 0.5 + 20 / 20 = 1.5 s
+    fake_llm.set_profile(first_token_ms=50, tokens_per_s=5, answer_tokens_min=20, answer_tokens_max=20)
+    with pytest.raises(TransientLlmError) as raised:
+        complete(provider_for(name, fake_llm, timeout_s=0.5, llm_max_tokens=20, llm_min_tokens_per_s=20), stream=True)
+    assert raised.value.kind == "deadline"
+    assert 1.4 <= raised.value.timing.duration_s < 2.5
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_every_call_asks_for_max_tokens(fake_llm, name):
+    # GIVEN a model that would write 300 tokens, and llm_max_tokens = 40
+    fake_llm.set_profile(first_token_ms=0, tokens_per_s=0, answer_tokens_min=300, answer_tokens_max=300)
+    completion, _ = complete(provider_for(name, fake_llm, llm_max_tokens=40), stream=True)
+    # THEN the provider stops at 40, which bounds the call and its cost
+    assert completion.output_tokens == 40 and len(completion.text.split()) == 40
 
 
 def test_sdk_retries_are_off(fake_llm):

@@ -10,7 +10,7 @@ from cloudia.history import ERROR
 from cloudia.jobs import FAILED
 from cloudia.settings import Resilience
 from tests.worker.conftest import wait_until
-from worker.processor import DEAD_LETTERED, RETRY
+from worker.decisions import Outcome
 
 
 def test_backoff_doubles_from_the_base_with_bounded_jitter():
@@ -51,7 +51,7 @@ def test_default_backoff_schedule_is_observed_through_the_message_visibility(har
     for receive_count, nominal_s in [(1, 2.0), (2, 4.0)]:
         assert message["Attributes"]["ApproximateReceiveCount"] == str(receive_count)
         # WHEN the attempt fails
-        assert harness.run(processor.handle(message)) == RETRY
+        assert harness.run(processor.handle(message)) == Outcome.RETRY
         # THEN the message comes back after base * 2^(n-1) seconds, +- jitter (and SQS's granularity)
         message, waited_s = _wait_for_reappearance(harness)
         observed.append(waited_s)
@@ -68,7 +68,7 @@ def test_429_retry_after_is_honoured(harness):
     harness.send_job("ana", "slow down")
     message = harness.receive()[0]
     # WHEN the attempt is throttled
-    assert harness.run(processor.handle(message)) == RETRY
+    assert harness.run(processor.handle(message)) == Outcome.RETRY
     # THEN the message stays hidden for the provider's 3 s, not the 0.2 s backoff
     message, waited_s = _wait_for_reappearance(harness)
     assert 2.4 <= waited_s <= 4.5
@@ -108,7 +108,7 @@ def test_permanent_failure_goes_to_the_dlq_at_once(harness):
     job = harness.send_job("ana", "bad request")
     processor = harness.processor()
     # WHEN the first attempt fails
-    assert harness.run(processor.handle(harness.receive()[0])) == DEAD_LETTERED
+    assert harness.run(processor.handle(harness.receive()[0])) == Outcome.DEAD_LETTERED
     # THEN one LLM call, the message is in the DLQ with its reason, and the user is told
     assert harness.fake_llm.stats()["requests"] == 1
     dead = harness.dlq_messages()
@@ -126,6 +126,6 @@ def test_provider_down_is_a_transient_failure(harness):
     harness.send_job("ana", "anyone?")
     processor = harness.processor()
     # WHEN an attempt fails THEN the job is retried later, not dead-lettered
-    assert harness.run(processor.handle(harness.receive()[0])) == RETRY
+    assert harness.run(processor.handle(harness.receive()[0])) == Outcome.RETRY
     assert harness.dlq_messages() == []
     assert harness.queue_counts() == (0, 1)  # hidden for its backoff, still in the queue

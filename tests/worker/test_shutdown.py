@@ -12,7 +12,7 @@ from tests.worker.conftest import wait_llm_call_started
 
 def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
     # GIVEN a worker in the middle of a 1.5 s LLM call
-    settings = harness.configure(worker_shutdown_grace_s=10.0, llm_timeout_s=5.0)
+    settings = harness.configure(worker_shutdown_grace_s=10.0, llm_first_token_timeout_s=5.0)
     harness.fake_llm.set_faults(latency_ms=1500)
     job = harness.send_job("ana", "finish me")
     process = worker_process(settings)
@@ -30,7 +30,7 @@ def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
 
 def test_job_beyond_the_grace_period_is_handed_back_to_the_queue(harness, worker_process):
     # GIVEN a job whose LLM call outlasts the 1 s grace
-    settings = harness.configure(worker_shutdown_grace_s=1.0, llm_timeout_s=8.0)
+    settings = harness.configure(worker_shutdown_grace_s=1.0, llm_first_token_timeout_s=8.0)
     harness.fake_llm.set_faults(latency_ms=6000)
     job = harness.send_job("ana", "too slow")
     process = worker_process(settings)
@@ -51,7 +51,7 @@ def test_job_beyond_the_grace_period_is_handed_back_to_the_queue(harness, worker
 
 def test_second_signal_exits_at_once_and_the_job_stays_in_the_queue(harness, worker_process):
     # GIVEN a job in flight and a long grace
-    settings = harness.configure(worker_shutdown_grace_s=30.0, llm_timeout_s=8.0)
+    settings = harness.configure(worker_shutdown_grace_s=30.0, llm_first_token_timeout_s=8.0)
     harness.fake_llm.set_faults(latency_ms=6000)
     job = harness.send_job("ana", "impatient operator")
     process = worker_process(settings)

@@ -29,8 +29,6 @@ PRIMARY_BREAKER = "llm"  # the name `circuit_is_open()` reads by default
 FALLBACK_BREAKER = "llm-fallback"
 # Threads for blocking I/O beyond one per job: the metrics flush and the odd hand-back.
 EXTRA_IO_THREADS = 4
-# A job's lease outlives its LLM call by this much (the writes after it are bounded by 1 s timeouts).
-JOB_LEASE_MARGIN_S = 5.0
 
 
 def build_worker(settings: Settings, provider: LlmProvider | None = None,
@@ -63,7 +61,7 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
         pusher=Pusher(aws.management_api(settings.ws_management_endpoint, res),
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
-        leases=JobLeases(redis, res.llm_timeout_s + JOB_LEASE_MARGIN_S),
+        leases=JobLeases(redis, res.job_liveness_s),
         limits=UsageLimits(redis, res.rate_limit_per_minute, res.daily_token_budget),
     )
     return Worker(settings, processor, aws.sqs_long_poll(res, max(LONG_POLL_WAIT_S, settings.worker_poll_wait_s)),

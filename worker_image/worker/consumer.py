@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cloudia.breaker import CLOSED, HALF_OPEN, OPEN, Permit
 from cloudia.settings import Settings
 from worker import dead_letters
+from worker.decisions import GiveBack, Outcome
 from worker.healthcheck import touch
 from worker.processor import JobProcessor
 from worker.telemetry import WorkerMetrics, logger
@@ -75,7 +76,7 @@ class Worker:
         self._hand_backs: set[asyncio.Task] = set()
         self._stop: asyncio.Event | None = None
         self._signals = 0
-        self.outcomes: dict[str, int] = {}
+        self.outcomes: dict[str, int] = {}  # Outcome values, "handed_back" and "crashed"
 
     # -- lifecycle ----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -162,17 +163,13 @@ class Worker:
             messages = receive.result().get("Messages", [])
         except Exception:  # noqa: BLE001 - SQS unreachable: log, back off a little, try again
             logger.exception("receiving from the jobs queue failed")
-            if probe is not None:
-                await self._processor.io(self._processor.primary.breaker.release, probe)
+            await self._release(probe)
             await self._sleep_unless_stopped(1.0)
             return
-        if probe is not None and not messages:
-            await self._processor.io(self._processor.primary.breaker.release, probe)
-        if self.stopping:
+        if self.stopping or not messages:
             for message in messages:
                 await self._hand_back(message)
-            if probe is not None and messages:
-                await self._processor.io(self._processor.primary.breaker.release, probe)
+            await self._release(probe)
             return
         for message in messages:
             task = asyncio.create_task(self._run_job(message, probe))
@@ -181,9 +178,9 @@ class Worker:
 
     async def _run_job(self, message: dict, probe: Permit | None) -> None:
         try:
-            outcome = await self._processor.handle(message, probe)
+            outcome = (await self._processor.handle(message, probe)).value
         except asyncio.CancelledError:
-            self.outcomes["handed_back"] = self.outcomes.get("handed_back", 0) + 1
+            self.outcomes[Outcome.HANDED_BACK.value] = self.outcomes.get(Outcome.HANDED_BACK.value, 0) + 1
             raise
         except Exception:  # noqa: BLE001 - never kill the loop; the message reappears after its timeout
             logger.exception("job crashed", extra={"message_id": message.get("MessageId")})
@@ -217,12 +214,15 @@ class Worker:
             task = asyncio.ensure_future(self._hand_back(message))
             self._hand_backs.add(task)
             task.add_done_callback(self._hand_backs.discard)
-        if probe is not None:
-            asyncio.ensure_future(self._processor.io(self._processor.primary.breaker.release, probe))
+        asyncio.ensure_future(self._release(probe))
+
+    async def _release(self, probe: Permit | None) -> None:
+        """A probe slot no job took is the consumer's to hand back."""
+        await self._processor.release(self._processor.primary.breaker, probe)
 
     async def _hand_back(self, message: dict) -> None:
         try:
-            await self._processor.give_back(message, 0)
+            await self._processor.queue.carry_out(message, GiveBack(0, Outcome.HANDED_BACK))
         except Exception:  # noqa: BLE001 - it reappears after its visibility timeout anyway
             logger.exception("could not hand a message back")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cloudia.jobs import FAILURE_CLASS_ATTRIBUTE
+from cloudia.dlq_format import failure_class
 from worker.processor import JobProcessor
 from worker.telemetry import logger
 
@@ -33,7 +33,7 @@ async def sweep(processor: JobProcessor, sqs, dlq_url: str) -> int:
             if not batch:
                 break
             for message in batch:
-                if FAILURE_CLASS_ATTRIBUTE in message.get("MessageAttributes", {}):
+                if failure_class(message.get("MessageAttributes", {})) is not None:
                     seen.append(message)
                 else:
                     await processor.settle_dead_letter(message)

@@ -51,8 +51,17 @@ class WorkerMetrics:
                                        default_dimensions={"service": SERVICE}) as metric:
             metric.add_dimension(name="failure_class", value=failure_class)
 
-    def llm_latency_ms(self, value: float) -> None:
-        self._add("LlmLatency", MetricUnit.Milliseconds, value)
+    def llm_call(self, elapsed_s: float, timing) -> None:
+        """An answered call: its length, its time to first token and its writing rate."""
+        self._add("LlmLatency", MetricUnit.Milliseconds, elapsed_s * 1000)
+        if timing is not None and timing.first_token_s is not None:
+            self._add("LlmFirstToken", MetricUnit.Milliseconds, timing.first_token_s * 1000)
+        if timing is not None and timing.tokens_per_s is not None:
+            self._add("LlmTokensPerSecond", MetricUnit.CountPerSecond, timing.tokens_per_s)
+
+    def llm_recalled(self) -> None:
+        """A job whose call a dead worker cut was called again."""
+        self._add("LlmRecalls", MetricUnit.Count, 1)
 
     def queue_lag_ms(self, value: float) -> None:
         self._add("QueueLag", MetricUnit.Milliseconds, max(0.0, value))

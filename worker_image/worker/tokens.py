@@ -1,0 +1,54 @@
+"""Forwarding an answer's tokens to the user's connections while the LLM streams it."""
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+
+class TokenForwarder:
+    """Forwards streamed tokens without ever slowing the LLM stream (a slow or unreachable gateway
+    must not make the call miss its stall bound): one push at a time, tokens that arrive meanwhile go
+    out together in the next push, and forwarding stops once no connection takes them. The `answer`
+    event and the history carry the whole text regardless.
+
+    `push(text)` sends one `token` event (it carries the call's attempt, so a client drops the partial
+    text of an earlier attempt) and returns how many connections took it."""
+
+    def __init__(self, push: Callable[[str], Awaitable[int]]):
+        self._push = push
+        self._buffer: list[str] = []
+        self._task: asyncio.Task | None = None
+        self._stopped = False
+
+    async def __call__(self, text: str) -> None:
+        if self._stopped:
+            return
+        self._buffer.append(text)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._buffer and not self._stopped:
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            try:
+                delivered = await self._push(text)
+            except Exception:  # noqa: BLE001 - a token is a courtesy; the answer follows
+                delivered = 0
+            if not delivered:
+                self._stopped = True
+
+    async def finish(self, bound_s: float) -> None:
+        """Let the last tokens go out, for at most `bound_s`."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), bound_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self.cancel()
+
+    def cancel(self) -> None:
+        """No more tokens: the call failed, or the drain ran out of time."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
