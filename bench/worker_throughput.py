@@ -1,13 +1,17 @@
-"""Worker throughput against the ideal, and its CPU cost per job.
+"""Worker throughput against the ideal, and its CPU cost per job, on a model's streaming pace.
 
-    .venv/bin/python bench/worker_throughput.py [--jobs 200] [--runs 3] [--concurrency 16] [--latency-ms 500]
+    .venv/bin/python bench/worker_throughput.py [--jobs 200] [--runs 3] [--concurrency 16]
+        [--first-token-ms 500] [--tokens-per-s 45] [--answer-tokens 60] [--no-client]
 
-Stands up moto, a redis-server and the fake LLM (a separate process, 500 ms per answer by default),
-queues `--jobs` jobs, runs the real worker (OpenAI provider over HTTP, breaker, DynamoDB, Redis) in
-this process, and measures, per run: jobs answered per second against the ideal
-(concurrency / LLM latency: every slot always busy waiting on the LLM), and the worker process's CPU
-milliseconds per job (moto, Redis and the fake LLM run in other processes and are not counted).
-Prints the median and the spread (min-max) over the runs.
+Stands up moto, a redis-server, the fake LLM (a separate process, streaming each answer like a model:
+`--first-token-ms` to the first token, then `--tokens-per-s`, `--answer-tokens` tokens long) and a
+stand-in for the gateway's `@connections` API that receives every pushed event; queues `--jobs` jobs
+for 50 users, each with a connection registered (unless `--no-client`), runs the real worker (OpenAI
+provider over HTTP, breaker, heartbeat, DynamoDB, Redis, a push per streamed token) in this process,
+and measures, per run: jobs answered per second against the ideal (concurrency / the answer's
+length in time: every slot always busy waiting on the LLM), and the worker process's CPU
+milliseconds per job (moto, Redis, the fake LLM and the gateway stand-in run elsewhere and are not
+counted). Prints the median and the spread (min-max) over the runs.
 """
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import resource
 import statistics
@@ -24,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -33,9 +35,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "worker_image")]
 
 import boto3  # noqa: E402
 
+import redis as redis_lib  # noqa: E402
+
+from cloudia.connections import ConnectionRegistry  # noqa: E402
 from cloudia.jobs import Job, now_ms  # noqa: E402
 from cloudia.settings import Resilience  # noqa: E402
 from tests.support.aws_resources import create_resources  # noqa: E402
+from tests.support.connections_recorder import ConnectionsRecorder  # noqa: E402
 from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 
@@ -44,17 +50,25 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_fake_llm(latency_ms: int) -> tuple[subprocess.Popen, str]:
+USERS = 50
+
+
+def start_fake_llm(first_token_ms: int, tokens_per_s: float, answer_tokens: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "local_runtime.fake_llm", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "local_runtime.fake_llm", "--port", str(port),
+                                "--first-token-ms", str(first_token_ms), "--tokens-per-s", str(tokens_per_s),
+                                "--answer-tokens-min", str(answer_tokens), "--answer-tokens-max", str(answer_tokens)],
                                cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
-    url = f"http://127.0.0.1:{port}"
-    request = urllib.request.Request(f"{url}/_faults", data=json.dumps({"latency_ms": latency_ms}).encode(),
-                                     method="POST", headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=5).read()
-    return process, url
+    return process, f"http://127.0.0.1:{port}"
+
+
+def connect_users(redis_url: str) -> None:
+    """One WebSocket connection registered per user, as `$connect` does."""
+    registry = ConnectionRegistry(redis_lib.Redis.from_url(redis_url, decode_responses=True), 3600)
+    for i in range(USERS):
+        registry.register(f"bench-conn-{i}", f"user-{i}")
 
 
 def enqueue(queue_url: str, count: int) -> None:
@@ -62,7 +76,7 @@ def enqueue(queue_url: str, count: int) -> None:
     for start in range(0, count, 10):
         entries = []
         for i in range(start, min(start + 10, count)):
-            job = Job(job_id=f"job-{uuid.uuid4().hex[:12]}", user_id=f"user-{i % 50}", conversation_id="bench",
+            job = Job(job_id=f"job-{uuid.uuid4().hex[:12]}", user_id=f"user-{i % USERS}", conversation_id="bench",
                       client_message_id=uuid.uuid4().hex, message=f"question number {i}", created_at_ms=now_ms())
             entries.append({"Id": str(i), "MessageBody": job.to_json()})
         sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
@@ -96,14 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--latency-ms", type=int, default=500)
+    parser.add_argument("--first-token-ms", type=int, default=500)
+    parser.add_argument("--tokens-per-s", type=float, default=45)
+    parser.add_argument("--answer-tokens", type=int, default=60)
+    parser.add_argument("--no-client", action="store_true", help="no connection registered: nothing is pushed")
     args = parser.parse_args(argv)
 
     from worker.telemetry import configure_logging
     configure_logging(os.environ.get("BENCH_LOG_LEVEL", "WARNING"))  # per-job INFO lines would measure the terminal, not the worker
 
     moto, redis = MotoServer().start(), RedisServer().start()
-    fake_llm, fake_url = start_fake_llm(args.latency_ms)
+    fake_llm, fake_url = start_fake_llm(args.first_token_ms, args.tokens_per_s, args.answer_tokens)
+    gateway = ConnectionsRecorder().start()
     os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
     try:
@@ -111,10 +129,16 @@ def main(argv: list[str] | None = None) -> None:
         settings = dataclasses.replace(
             create_resources(resilience, redis_url=redis.url).settings,
             llm_provider="openai", llm_base_url=f"{fake_url}/v1", llm_api_key="bench", llm_model="fake",
-            ws_management_endpoint="http://127.0.0.1:9", worker_poll_wait_s=1)
-        ideal = args.concurrency / (args.latency_ms / 1000)
+            ws_management_endpoint=gateway.url, worker_poll_wait_s=1)
+        if not args.no_client:
+            connect_users(redis.url)
+        # The fake's answer is the echo, then filler up to its length: about `answer_tokens` tokens.
+        answer_s = args.first_token_ms / 1000 + args.answer_tokens / args.tokens_per_s
+        ideal = args.concurrency / answer_s
         print(f"worker throughput: {args.jobs} jobs x {args.runs} runs, concurrency {args.concurrency}, "
-              f"fake LLM latency {args.latency_ms} ms (OpenAI SDK over HTTP), no client connected")
+              f"fake LLM streaming {args.answer_tokens} tokens: {args.first_token_ms} ms to the first, then "
+              f"{args.tokens_per_s:g} tokens/s ({answer_s:.2f} s an answer; OpenAI SDK over HTTP), "
+              + ("no client connected" if args.no_client else f"{USERS} users connected, every token pushed"))
         rates, cpu_per_job = [], []
         for run in range(1, args.runs + 1):
             rate, cpu_ms, outcomes = one_run(settings, args.jobs)
@@ -127,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
               f"({statistics.median(rates) / ideal:.1%} of ideal), spread {min(rates):.1f}-{max(rates):.1f}")
         print(f"CPU per job: median {statistics.median(cpu_per_job):.1f} ms, "
               f"spread {min(cpu_per_job):.1f}-{max(cpu_per_job):.1f} ms")
+        pushes = sum(len(events) for events in gateway.posts.values())
+        print(f"pushes to @connections: {pushes / (args.jobs * args.runs):.1f} per answer (tokens and the answer)")
     finally:
+        gateway.stop()
         fake_llm.terminate()
         fake_llm.wait(10)
         redis.stop()

@@ -18,7 +18,7 @@ import boto3
 from cloudia import dlq
 from cloudia.history import USER
 from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
-from cloudia.jobs import JobStore
+from cloudia.jobs import RECALLS_ATTRIBUTE, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
@@ -35,14 +35,21 @@ FAST_RESILIENCE = {
     "BREAKER_WINDOW_S": "10",
     "BACKOFF_BASE_S": "0.5",
     "BACKOFF_MAX_S": "2",
-    "LLM_TIMEOUT_S": "2",
+    "LLM_FIRST_TOKEN_TIMEOUT_S": "2",
+    "LLM_STALL_TIMEOUT_S": "2",
+    "JOB_HEARTBEAT_S": "2",
+    "JOB_LIVENESS_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     "WORKER_POLL_WAIT_S": "1",
+    "WORKER_CONCURRENCY": "32",
     "DLQ_SWEEP_S": "5",
 }
-# A worker killed with SIGKILL leaves its jobs invisible for the queue's visibility timeout: keep it
-# short so they come back within the run (it stays above LLM_TIMEOUT_S, the longest a job holds one).
+# A worker killed with SIGKILL leaves its jobs invisible until their last heartbeat's extension runs
+# out (JOB_LIVENESS_S + JOB_HEARTBEAT_S): the queue's own timeout is that window too.
 CHAOS_QUEUE_VISIBILITY_S = 8
+# How the fake LLM writes unless a run says otherwise: a model's pace (0.5 s to the first token, then
+# 45 tokens/s) with answers of 20-80 tokens, so a kill lands on calls in the middle of their stream.
+CHAOS_LLM_PROFILE = {"first_token_ms": 500, "tokens_per_s": 45, "answer_tokens_min": 20, "answer_tokens_max": 80}
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -73,6 +80,7 @@ class System:
     env_overrides: Mapping[str, str] = field(default_factory=dict)
     aws_endpoint: str | None = None  # an emulator already running (tests); else one of its own
     queue_visibility_s: int = CHAOS_QUEUE_VISIBILITY_S
+    llm_profile: Mapping[str, int] = field(default_factory=lambda: dict(CHAOS_LLM_PROFILE))
     gateway_args: tuple[str, ...] = ("--heartbeat-s", "10")
 
     def __post_init__(self):
@@ -128,6 +136,7 @@ class System:
                                               str(self.ports.llm)], up.child_env({}, ROOT))
         if not up.wait_until(lambda: up.http_ok(f"{self.llm_url}/_faults"), up.READY_TIMEOUT_S, child.proc):
             raise up.StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
+        http_json(f"{self.llm_url}/_profile", "POST", dict(self.llm_profile))
 
     # -- what a run needs ---------------------------------------------------------------------
     @property
@@ -195,6 +204,13 @@ class System:
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
         return {k: int(v) for k, v in attributes["Attributes"].items()}
+
+    def recalls(self) -> int:
+        """LLM calls made again because a dead worker had cut them, over every job."""
+        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        return sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0))
+                   for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table)
+                   for item in page["Items"])
 
     def job_states(self) -> dict[str, str]:
         """jobId -> status, for every job in the jobs table."""

@@ -18,7 +18,7 @@ from chaos.accounting import Outcome, account, percentiles_ms, settle
 from chaos.clients import ChatClient, Ledger
 from chaos.harness import ROOT, System
 from chaos.recording_llm import POISON_MARKER
-from cloudia.jobs import ANSWERED
+from cloudia.jobs import ANSWERED, CALLING
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,23 @@ class Profile:
     fuzz_frames: int
     fuzz_connections: int
     fuzz_oversized: int
+    # How the fake LLM writes: a model's pace (0.5 s to the first token, then 45 tokens/s); the answer
+    # lengths say how long each call is exposed to a kill.
+    llm_profile: tuple[tuple[str, int], ...] = ()
 
 
 SHORT = Profile("short", load_messages=200, load_clients=20, load_worker_kills=2, load_settle_s=120,
                 outage_s=5, outage_clients=4, outage_send_interval_s=0.5,
                 poison_backoff_base_s=1.0,
-                fuzz_frames=1000, fuzz_connections=4, fuzz_oversized=5)
+                fuzz_frames=1000, fuzz_connections=4, fuzz_oversized=5,
+                llm_profile=(("first_token_ms", 500), ("tokens_per_s", 45), ("answer_tokens_min", 20),
+                             ("answer_tokens_max", 80)))
 LONG = Profile("long", load_messages=10_000, load_clients=100, load_worker_kills=5, load_settle_s=900,
                outage_s=60, outage_clients=20, outage_send_interval_s=3.2,
                poison_backoff_base_s=2.0,
-               fuzz_frames=20_000, fuzz_connections=8, fuzz_oversized=100)
+               fuzz_frames=20_000, fuzz_connections=8, fuzz_oversized=100,
+               llm_profile=(("first_token_ms", 500), ("tokens_per_s", 45), ("answer_tokens_min", 40),
+                            ("answer_tokens_max", 160)))
 
 # Shares of all LLM requests in scenario 1: 20 % 5xx, 5 % timeouts, 5 % 429 with Retry-After.
 ERROR_SHARE, TIMEOUT_SHARE, THROTTLE_SHARE = 0.20, 0.05, 0.05
@@ -92,13 +99,15 @@ def _run_id() -> str:
 async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str | None = None,
                             timeline_path: Path | None = None) -> Outcome:
     run = _run_id()
-    with System(log_dir / "1-load", env_overrides=LOAD_LIMITS, aws_endpoint=aws_endpoint) as system:
+    with System(log_dir / "1-load", env_overrides=LOAD_LIMITS, aws_endpoint=aws_endpoint,
+                llm_profile=dict(profile.llm_profile)) as system:
         system.faults(**mixed_faults())
         ledger = Ledger()
         clients = await _clients(system, ledger, profile.load_clients, "load")
         per_client = [profile.load_messages // profile.load_clients
                       + (i < profile.load_messages % profile.load_clients) for i in range(profile.load_clients)]
         events: list[tuple[float, str]] = []
+        cut_by_kills: list[int] = []  # the jobs each SIGKILL left `calling`
         loop = asyncio.get_running_loop()
         # The harm, at fixed shares of the messages sent: SIGKILLs spread out, the Redis restart in the middle.
         kill_points = [(k + 1) / (profile.load_worker_kills + 1) for k in range(profile.load_worker_kills)]
@@ -111,6 +120,9 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
                 events.append((time.time(), what))
                 if what == "worker SIGKILL":
                     await loop.run_in_executor(None, system.kill_worker)
+                    # What the dead worker left `calling` (nothing else writes the table until the restart).
+                    states = await loop.run_in_executor(None, system.job_states)
+                    cut_by_kills.append(sum(state == CALLING for state in states.values()))
                     await loop.run_in_executor(None, system.start_worker)
                 else:
                     await loop.run_in_executor(None, system.restart_redis)
@@ -148,6 +160,7 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
         finished = time.time()
         await _close(clients)
         outcome = account("1 load under LLM faults, worker SIGKILLs, Redis restart", system, ledger)
+        recalls = system.recalls()
         latencies = [s.answered_at - s.sent_at for s in ledger.sent if s.answered_at and not s.answered_by_history]
         outcome.figures.update({
             "LLM faults": mixed_faults(),
@@ -163,7 +176,13 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
             "all settled after (s)": round(finished - started, 1),
             "send-to-answer latency, answered live (ms)": percentiles_ms(latencies),
             "LLM requests": system.llm_stats(),
+            "LLM profile": system.llm_profile,
+            "LLM calls each SIGKILL cut (jobs left `calling`)": cut_by_kills,
+            "calls made again after a kill cut them (recalls)": recalls,
         })
+        outcome.checks["recalls <= the calls the kills cut"] = recalls <= sum(cut_by_kills)
+        outcome.checks["in the DLQ only jobs the LLM failed (none cut by a kill)"] = set(
+            outcome.figures["in the DLQ, by failure class"]) <= {"exhausted"}
         outcome.checks["every accepted job settled before the deadline"] = settled
         outcome.checks["every worker SIGKILL and the Redis restart happened"] = len(events) == len(harm)
         outcome.checks["gateway still up"] = system.alive("gateway")
@@ -181,7 +200,8 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
 async def llm_outage(profile: Profile, log_dir: Path, aws_endpoint: str | None = None,
                      env_overrides: dict | None = None, name: str = "2 LLM outage, then back") -> Outcome:
     run = _run_id()
-    with System(log_dir / "2-outage", env_overrides=env_overrides or {}, aws_endpoint=aws_endpoint) as system:
+    with System(log_dir / "2-outage", env_overrides=env_overrides or {}, aws_endpoint=aws_endpoint,
+                llm_profile=dict(profile.llm_profile)) as system:
         ledger = Ledger()
         clients = await _clients(system, ledger, profile.outage_clients, "outage")
         # Before: the LLM answers.
@@ -249,7 +269,7 @@ async def poison_message(profile: Profile, log_dir: Path, aws_endpoint: str | No
                # A single poison message must not open the circuit for everyone else.
                "BREAKER_MIN_CALLS": "10"}
     with System(log_dir / "3-poison", env_overrides=backoff, aws_endpoint=aws_endpoint,
-                queue_visibility_s=60) as system:
+                queue_visibility_s=60, llm_profile=dict(profile.llm_profile)) as system:
         ledger = Ledger()
         [client, good] = await _clients(system, ledger, 2, "poison")
         text = f"{POISON_MARKER} {run} always fails"
@@ -300,7 +320,7 @@ async def poison_message(profile: Profile, log_dir: Path, aws_endpoint: str | No
 # -- 4. a fuzzer through the gateway while good clients chat -------------------------------------------
 async def bad_input(profile: Profile, log_dir: Path, aws_endpoint: str | None = None) -> Outcome:
     run = _run_id()
-    with System(log_dir / "4-fuzz", aws_endpoint=aws_endpoint) as system:
+    with System(log_dir / "4-fuzz", aws_endpoint=aws_endpoint, llm_profile=dict(profile.llm_profile)) as system:
         ledger = Ledger()
         good = await _clients(system, ledger, GOOD_CLIENTS, "good")
         fuzzers = await _clients(system, Ledger(), profile.fuzz_connections, "fuzzer")

@@ -37,7 +37,7 @@ from typing import Callable
 
 import redis
 
-from cloudia.llm.timing import CallTiming, call_deadline_s
+from cloudia.llm.timing import CallTiming
 from cloudia.schema import breaker_key
 from cloudia.settings import Resilience
 
@@ -48,7 +48,7 @@ OK, SLOW, FAIL, SLOW_FAIL = "ok", "slow", "fail", "slow_fail"
 # After a Redis error, use local state this long before asking Redis again (no 500 ms stall per call).
 REDIS_RETRY_AFTER_S = 5.0
 # A probe slot is freed if its holder never reports (crashed worker): after this long it counts as lost.
-PROBE_LEASE_MIN_S = 30.0
+PROBE_LEASE_MIN_S = 10.0
 
 _ACQUIRE = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
@@ -176,7 +176,9 @@ class CircuitBreaker:
         self._acquire = redis_client.register_script(_ACQUIRE) if redis_client is not None else None
         self._record = redis_client.register_script(_RECORD) if redis_client is not None else None
         self._release = redis_client.register_script(_RELEASE) if redis_client is not None else None
-        self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 2 * call_deadline_s(resilience)) * 1000)
+        # A probe is recorded at its first token (see the worker's processor), so its slot is held at
+        # most the first-token bound; a slot whose holder died frees itself after this.
+        self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 2 * resilience.llm_first_token_timeout_s) * 1000)
 
     # -- public API ---------------------------------------------------------------------------
     def acquire(self) -> Permit:

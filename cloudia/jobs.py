@@ -17,9 +17,12 @@ QUEUED, CALLING, ANSWERED, FAILED = "queued", "calling", "answered", "failed"
 CALL_STARTED_ATTRIBUTE = "callStartedAtMs"
 CALL_HEARTBEAT_ATTRIBUTE = "callHeartbeatAtMs"
 CALL_TOKEN_ATTRIBUTE = "callToken"
-# LLM calls started for the job (its `token` events carry it), and how many of them were recalls.
+# LLM calls started for the job (its `token` events carry it), how many of them were recalls, and how
+# many calls in a row a crash cut (reset when a call ends with its worker alive: a job that keeps
+# killing its workers is told apart from one that met two unrelated crashes).
 ATTEMPTS_ATTRIBUTE = "attempts"
 RECALLS_ATTRIBUTE = "recalls"
+CUT_IN_A_ROW_ATTRIBUTE = "cutInARow"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class JobStore:
         answered, or another worker's call is live (its heartbeat after `stale_before_ms`).
 
         `recall_of`: the job reads `calling` with a stopped heartbeat and this is a recall, allowed
-        while fewer than `recall_of` recalls were made. The mark carries a token of this call, so a
+        while fewer than `recall_of` calls in a row were cut by a crash. The mark carries a token of this call, so a
         retry of this very write (its reply lost to a timeout) is not taken for another call."""
         token = uuid.uuid4().hex
         if recall_of is None:
@@ -115,8 +118,8 @@ class JobStore:
             counters, values = "#a :one", {}
         else:
             condition = ("#k = :token OR (#s = :calling AND #h < :stale_before AND "
-                         "(attribute_not_exists(#r) OR #r < :max_recalls))")
-            counters = "#a :one, #r :one"
+                         "(attribute_not_exists(#x) OR #x < :max_recalls))")
+            counters = "#a :one, #r :one, #x :one"
             values = {":stale_before": {"N": str(stale_before_ms)}, ":max_recalls": {"N": str(recall_of)}}
         now = str(now_ms())
         try:
@@ -126,7 +129,8 @@ class JobStore:
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE,
                                           "#k": CALL_TOKEN_ATTRIBUTE, "#a": ATTEMPTS_ATTRIBUTE,
-                                          **({"#r": RECALLS_ATTRIBUTE} if recall_of is not None else {})},
+                                          **({"#r": RECALLS_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE}
+                                             if recall_of is not None else {})},
                 ExpressionAttributeValues={":calling": {"S": CALLING}, ":t": {"N": now}, ":token": {"S": token},
                                            ":one": {"N": "1"},
                                            **({":answered": {"S": ANSWERED}} if recall_of is None else {}),
@@ -152,9 +156,10 @@ class JobStore:
         for a call cut short by a crash. (A job already answered or failed is left as it is.)"""
         self._update_if(
             job_id,
-            UpdateExpression="SET #s = :queued REMOVE #c, #h",
+            UpdateExpression="SET #s = :queued REMOVE #c, #h, #x",
             ConditionExpression="#s = :calling",
-            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE},
+            ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE,
+                                      "#x": CUT_IN_A_ROW_ATTRIBUTE},
             ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
         )
 

@@ -44,8 +44,9 @@ class Resilience:
     job_heartbeat_s: float = 10.0
     job_liveness_s: float = 30.0
     # A job whose LLM call a dead worker cut short (SIGKILL, OOM, lost host) is called again this many
-    # times (its stream was cut, so the provider stopped generating and billing); one more crash sends
-    # it to the DLQ with its user told. 0: never called again (a redrive calls again on purpose).
+    # times in a row (its stream was cut, so the provider stopped generating and billing); one more
+    # crash in a row sends it to the DLQ with its user told. 0: never called again (a redrive calls
+    # again on purpose).
     llm_recalls_after_crash: int = 1
     # How often a worker tells the users of jobs SQS moved to the DLQ by itself (a worker died during
     # the job's last attempt), see worker_image/worker/dead_letters.py.
@@ -77,6 +78,9 @@ class Resilience:
     rate_limit_per_minute: int = 20
     daily_token_budget: int = 50_000
     max_message_chars: int = 8_000
+    # Streamed tokens go out to a connection at most this often, coalesced: API Gateway bills each
+    # message and the worker pays a signed HTTP call for each (5 a second reads as smooth streaming).
+    token_push_interval_ms: int = 200
 
 
 def _coerce(kind: type, raw: str):

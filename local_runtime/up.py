@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from local_runtime import discovery, emulator
+from cloudia.settings import Resilience
+from local_runtime import discovery, emulator, fake_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 # The deployment stage of the `local` target (stack names cloudia-local-{stage}-...).
@@ -189,13 +190,14 @@ def child_env(env: Mapping[str, str], *paths: Path) -> dict[str, str]:
     return {**base, **env, **python_env(list(paths))}
 
 
-def start_fake_llm(stack: LocalStack, ports: Ports) -> str:
+def start_fake_llm(stack: LocalStack, ports: Ports, profile: str | None = None) -> str:
+    """The fake LLM, writing answers at the pace of `profile` (its own default, `model`, if None)."""
     url = f"http://localhost:{ports.llm}"
     if port_answers(ports.llm):
         raise StepFailed(f"port {ports.llm} is already in use, so the fake LLM cannot start there",
                          f"stop what listens on {ports.llm} or choose another port with --llm-port")
-    child = stack.spawn("fake-llm", [sys.executable, "-m", "local_runtime.fake_llm", "--port", str(ports.llm)],
-                        child_env({}, ROOT))
+    child = stack.spawn("fake-llm", [sys.executable, "-m", "local_runtime.fake_llm", "--port", str(ports.llm),
+                                     *(["--profile", profile] if profile else [])], child_env({}, ROOT))
     if not wait_until(lambda: http_ok(f"{url}/_faults"), READY_TIMEOUT_S, child.proc):
         raise StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
     return url
@@ -215,7 +217,7 @@ def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra
 
 def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
     # The worker finishes its in-flight jobs within its shutdown grace: wait that long before killing it.
-    grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", 25)) + STOP_GRACE_S / 2
+    grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", Resilience().worker_shutdown_grace_s)) + STOP_GRACE_S / 2
     child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env, ROOT / "worker_image", ROOT),
                         stop_timeout_s=grace_s)
     # The worker has no port: alive after a moment means it read its settings and started polling.
@@ -227,11 +229,11 @@ def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
 
 def start_services(stack: LocalStack, runtime_env: Mapping[str, str], ports: Ports,
                    aws_endpoint: str | None = None, gateway_args: list[str] = (),
-                   gateway_url: str = "", llm_url: str = "") -> dict[str, str]:
+                   gateway_url: str = "", llm_url: str = "", llm_profile: str | None = None) -> dict[str, str]:
     """Fake LLM, gateway and worker for a deployment whose functions run with `runtime_env`."""
     env = services_env(runtime_env, ports, aws_endpoint, gateway_url, llm_url)
-    step(f"starting the fake LLM on :{ports.llm}")
-    start_fake_llm(stack, ports)
+    step(f"starting the fake LLM on :{ports.llm}" + (f" (profile {llm_profile})" if llm_profile else ""))
+    start_fake_llm(stack, ports, llm_profile)
     step(f"starting the local WebSocket gateway on :{ports.gateway}")
     start_gateway(stack, env, ports, list(gateway_args))
     step("starting the worker")
@@ -296,6 +298,7 @@ def print_table(ports: Ports, endpoint: str, redis_url: str, log_dir: Path, read
         ("Redis", redis_url.removeprefix("redis://").removesuffix("/0")),
         ("fake LLM (OpenAI-compatible)", f"http://localhost:{ports.llm}/v1"),
         ("fault injection", f"POST http://localhost:{ports.llm}/_faults  {{\"down\": true}}"),
+        ("how the fake LLM writes", f"POST http://localhost:{ports.llm}/_profile  {{\"name\": \"burst\"}}"),
         ("logs", str(log_dir)),
     ]
     width = max(len(what) for what, _ in rows)
@@ -325,6 +328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the worker finds the gateway's @connections API (default localhost)")
     parser.add_argument("--llm-url", default=env.get("CLOUDIA_FAKE_LLM_URL", ""),
                         help="where the worker finds the fake LLM (default localhost)")
+    parser.add_argument("--llm-profile", choices=sorted(fake_llm.PROFILES), default=env.get(fake_llm.PROFILE_ENV, "model"),
+                        help="how the fake LLM writes: model (0.5 s to the first token, then 45 tokens/s; the "
+                             "default), brisk (the same on a fast clock) or burst (the whole answer at once)")
     return parser.parse_args(argv)
 
 
@@ -335,7 +341,8 @@ def run_role(args: argparse.Namespace, ports: Ports) -> int:
     """One service in the foreground (a container's main process), against an existing deployment."""
     if args.role == "fake-llm":
         os.execv(sys.executable, [sys.executable, "-m", "local_runtime.fake_llm", "--host",
-                                  os.environ.get("FAKE_LLM_HOST", "127.0.0.1"), "--port", str(ports.llm)])
+                                  os.environ.get("FAKE_LLM_HOST", "127.0.0.1"), "--port", str(ports.llm),
+                                  "--profile", args.llm_profile])
     if not args.emulator_endpoint or not args.redis_url:
         raise StepFailed(f"--role {args.role} needs --emulator-endpoint and --redis-url",
                          "give both (docker-compose.yml sets them), or run `make up` for everything")
@@ -405,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         # Redis is whatever this run found or started, whatever the deployment's default says.
         runtime_env["REDIS_URL"] = redis_url
         start_services(stack, runtime_env, ports, aws_endpoint=endpoint,
-                       gateway_url=args.gateway_url, llm_url=args.llm_url)
+                       gateway_url=args.gateway_url, llm_url=args.llm_url, llm_profile=args.llm_profile)
         print_table(ports, endpoint, redis_url, log_dir, time.monotonic() - started)
         while True:
             dead = stack.dead_child()

@@ -23,7 +23,10 @@ FAST_RESILIENCE = {
     "BREAKER_WINDOW_S": "10",
     "BACKOFF_BASE_S": "0.5",
     "BACKOFF_MAX_S": "2",
-    "LLM_TIMEOUT_S": "6",
+    "LLM_FIRST_TOKEN_TIMEOUT_S": "6",
+    "LLM_STALL_TIMEOUT_S": "6",
+    "JOB_HEARTBEAT_S": "1",
+    "JOB_LIVENESS_S": "3",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     # Below the grace: a stopping worker's open long poll ends before it exits (else the poll could
     # still catch a message for the dead process, invisible until its visibility timeout).
@@ -105,8 +108,9 @@ def local_stack(request, resources, tmp_path: Path):
     marker = request.node.get_closest_marker("gateway_args")
     gateway_args = ["--heartbeat-s", "5", *(marker.args if marker else ())]
     try:
+        # A model's shape on a fast clock: the answers stream, token by token, in a fraction of a second.
         env = up.start_services(stack, runtime_env, ports, aws_endpoint=os.environ["AWS_ENDPOINT_URL"],
-                                gateway_args=gateway_args)
+                                gateway_args=gateway_args, llm_profile="brisk")
         running = RunningStack(ports, env, stack, gateway_args)
         yield running
         print(running.logs())

@@ -145,12 +145,13 @@ def test_a_live_long_answer_is_neither_redelivered_nor_taken_for_a_dead_call(har
 
 def test_a_call_still_running_elsewhere_is_waited_for_not_repeated(harness):
     # GIVEN a job another worker started calling a moment ago (its lease lost, say, with a Redis restart)
-    harness.configure()
+    harness.configure(job_liveness_s=30.0)
+    processor = harness.processor()
     job = harness.send_job("ana", "in progress elsewhere")
     assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
 
     # WHEN its message is delivered here
-    outcome = harness.run(harness.processor().handle(harness.receive()[0]))
+    outcome = harness.run(processor.handle(harness.receive()[0]))
 
     # THEN this worker leaves it alone and looks again later; the LLM saw nothing from it
     assert outcome == Outcome.BUSY_ELSEWHERE
@@ -162,6 +163,24 @@ def test_a_call_still_running_elsewhere_is_waited_for_not_repeated(harness):
     assert mark is not None and mark.attempt == 2
     # AND no more recalls than allowed
     assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=1)
+
+
+def test_two_crashes_apart_are_each_recalled_only_crashes_in_a_row_exhaust_the_recalls(harness):
+    # GIVEN a job cut by a crash and recalled (one recall allowed in a row)
+    harness.configure()
+    job = harness.send_job("ana", "unlucky twice")
+    stale = lambda: now_ms() + 1  # noqa: E731 - "every heartbeat so far is stale"
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale())
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1)
+    # WHEN the recall then fails while its worker lives (a 503), and a later call is cut by a crash again
+    harness.jobs.end_failed_call(job.job_id)
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale())
+    # THEN that crash is recalled too: it is not a job that keeps killing its workers
+    mark = harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1)
+    assert mark is not None and mark.attempt == 4
+    assert int(harness.jobs.get(job.job_id)[RECALLS_ATTRIBUTE]) == 2
+    # AND a crash right after it (two in a row) is not
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1) is None
 
 
 def test_a_call_that_fails_while_the_worker_lives_is_retried_not_taken_for_a_crash(harness):

@@ -7,25 +7,31 @@ import signal
 import time
 
 from cloudia.jobs import ANSWERED, CALLING, QUEUED
-from tests.worker.conftest import wait_llm_call_started
+from tests.worker.conftest import wait_llm_call_started, wait_until
 
 
-def test_sigterm_mid_job_finishes_it_before_exiting(harness, worker_process):
-    # GIVEN a worker in the middle of a 1.5 s LLM call
-    settings = harness.configure(worker_shutdown_grace_s=10.0, llm_first_token_timeout_s=5.0)
-    harness.fake_llm.set_faults(latency_ms=1500)
+def test_sigterm_mid_answer_lets_it_finish_before_exiting(harness, worker_process):
+    # GIVEN a worker streaming a 4 s answer to a connected user, longer than the queue's visibility
+    # timeout and the job's liveness window (only its heartbeat keeps it)
+    settings = harness.configure(worker_shutdown_grace_s=10.0)
+    harness.sqs.set_queue_attributes(QueueUrl=settings.jobs_queue_url, Attributes={"VisibilityTimeout": "2"})
+    harness.fake_llm.set_profile(first_token_ms=300, tokens_per_s=40, answer_tokens_min=150, answer_tokens_max=150)
+    connection = harness.connect("ana")
     job = harness.send_job("ana", "finish me")
     process = worker_process(settings)
-    wait_llm_call_started(harness)
+    wait_until(lambda: any(e["event"] == "token" for e in harness.recorder.events(connection)), timeout_s=20,
+               what="the answer to start streaming")
 
     # WHEN ECS stops the task
     process.send_signal(signal.SIGTERM)
 
-    # THEN the worker finishes the job, then exits cleanly within the grace period
+    # THEN the worker finishes the answer, then exits cleanly within the grace period
     assert process.wait(timeout=15) == 0
     assert harness.jobs.get(job.job_id)["status"] == ANSWERED
     assert harness.queue_counts() == (0, 0)
     assert harness.fake_llm.stats()["requests"] == 1
+    answers = [e["message"] for e in harness.recorder.events(connection) if e["event"] == "answer"]
+    assert len(answers) == 1 and len(answers[0].split()) == 150
 
 
 def test_job_beyond_the_grace_period_is_handed_back_to_the_queue(harness, worker_process):

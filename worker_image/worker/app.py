@@ -29,6 +29,8 @@ PRIMARY_BREAKER = "llm"  # the name `circuit_is_open()` reads by default
 FALLBACK_BREAKER = "llm-fallback"
 # Threads for blocking I/O beyond one per job: the metrics flush and the odd hand-back.
 EXTRA_IO_THREADS = 4
+# Threads for the jobs' heartbeats (three short calls per job every job_heartbeat_s), apart from the rest.
+HEARTBEAT_THREADS = 8
 
 
 def build_worker(settings: Settings, provider: LlmProvider | None = None,
@@ -61,6 +63,7 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
         pusher=Pusher(aws.management_api(settings.ws_management_endpoint, res),
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
+        heartbeat_executor=ThreadPoolExecutor(max_workers=HEARTBEAT_THREADS, thread_name_prefix="heartbeat"),
         leases=JobLeases(redis, res.job_liveness_s),
         limits=UsageLimits(redis, res.rate_limit_per_minute, res.daily_token_budget),
     )

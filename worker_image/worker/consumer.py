@@ -171,6 +171,7 @@ class Worker:
                 await self._hand_back(message)
             await self._release(probe)
             return
+        # From here the job owns the probe slot (`JobProcessor.holding`).
         for message in messages:
             task = asyncio.create_task(self._run_job(message, probe))
             self._in_flight.add(task)

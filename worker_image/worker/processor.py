@@ -9,11 +9,12 @@ long the answer takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from cloudia import protocol
 from cloudia.backoff import visibility_timeout_s
@@ -22,8 +23,8 @@ from cloudia.context_cache import ContextCache
 from cloudia.dlq_format import failure_attributes, sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
-from cloudia.jobs import (ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE, CALLING, FAILED,
-                          RECALLS_ATTRIBUTE, Job, JobStore, now_ms)
+from cloudia.jobs import (ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE, CALLING,
+                          CUT_IN_A_ROW_ATTRIBUTE, FAILED, Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, estimate_tokens
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -55,7 +56,10 @@ class Route:
 class JobProcessor:
     def __init__(self, settings: Settings, *, sqs, jobs: JobStore, history: HistoryStore, cache: ContextCache,
                  pusher: Pusher, primary: Route, fallback: Route | None, metrics: WorkerMetrics,
-                 leases: JobLeases, limits: UsageLimits, executor: Executor | None = None):
+                 leases: JobLeases, limits: UsageLimits, executor: Executor | None = None,
+                 heartbeat_executor: Executor | None = None):
+        """`executor` runs the jobs' blocking I/O; `heartbeat_executor` the heartbeats', apart, so that
+        jobs busy pushing tokens can never starve the beats that keep them alive."""
         self._settings = settings
         self._res = settings.resilience
         self._sqs = sqs
@@ -70,10 +74,16 @@ class JobProcessor:
         self._metrics = metrics
         self._executor = executor
         self.queue = JobQueue(sqs, settings.jobs_queue_url, settings.jobs_dlq_url, self._res.max_receives, self.io)
+        self._heartbeat_executor = heartbeat_executor
+        self._heartbeat_queue = JobQueue(sqs, settings.jobs_queue_url, settings.jobs_dlq_url, self._res.max_receives,
+                                         self._heartbeat_io)
 
     async def io(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """Run a blocking call (boto3, redis-py) off the event loop, in the worker's I/O threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def _heartbeat_io(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._heartbeat_executor, lambda: fn(*args, **kwargs))
 
     async def aclose(self) -> None:
         """Close the providers' HTTP clients on the loop that opened them."""
@@ -87,6 +97,15 @@ class JobProcessor:
         if permit is not None and permit.probe and not permit.settled:
             await self.io(breaker.release, permit)
 
+    @contextlib.asynccontextmanager
+    async def holding(self, breaker: CircuitBreaker, permit: Permit | None):
+        """The owner of a permit: whatever happens in the block, a probe slot left unsettled is handed
+        back at its end (`record` settles it when a call is made)."""
+        try:
+            yield permit
+        finally:
+            await self.release(breaker, permit)
+
     # -- the job ------------------------------------------------------------------------------
     async def handle(self, message: dict, permit: Permit | None = None) -> Outcome:
         """Process one received message. `permit` is a half-open probe slot the consumer took for it:
@@ -95,15 +114,14 @@ class JobProcessor:
         if "SentTimestamp" in attributes:
             self._metrics.queue_lag_ms(now_ms() - int(attributes["SentTimestamp"]))
         try:
-            decision = await self._decide(message, permit)
+            async with self.holding(self.primary.breaker, permit):
+                decision = await self._decide(message, permit)
         except asyncio.CancelledError:
             # Shutdown ran out of time: the job goes back to the queue now rather than after its
             # visibility timeout, and is called again (no answer came).
             await self.queue.carry_out(message, GiveBack(0, Outcome.HANDED_BACK))
             logger.warning("job handed back to the queue at shutdown", extra={"message_id": message.get("MessageId")})
             raise
-        finally:
-            await self.release(self.primary.breaker, permit)
         await self.queue.carry_out(message, decision)
         return decision.outcome
 
@@ -129,8 +147,8 @@ class JobProcessor:
         if token is None:  # look again when the other worker's lease ends
             return self._busy_elsewhere(busy_s, log)
         try:
-            async with JobHeartbeat(self._res, self.io, self.queue, self._leases, self._jobs, message,
-                                    job.job_id, token) as heartbeat:
+            async with JobHeartbeat(self._res, self._heartbeat_io, self._heartbeat_queue, self._leases, self._jobs,
+                                    message, job.job_id, token) as heartbeat:
                 # Independent reads at once: each is a network round trip, and the job waits on all of them.
                 record, context, connections = await asyncio.gather(
                     self.io(self._jobs.get, job.job_id), self._context(job),
@@ -141,6 +159,10 @@ class JobProcessor:
                     logger.info("job already answered: not calling the LLM again", extra=log)
                     return Delete(Outcome.DUPLICATE)
                 if record and record.get("status") == CALLING:
+                    if await self._answer_stored_before_a_crash(job):
+                        logger.warning("job answered just before its worker died: not calling the LLM again",
+                                       extra=log)
+                        return Delete(Outcome.DUPLICATE)
                     decision = await self._after_cut_call(job, record, log)
                     if decision is not None:
                         return decision
@@ -153,13 +175,10 @@ class JobProcessor:
                        context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
                        recall_of: int | None) -> Decision:
         route, permit = await self._route(permit)
-        try:
-            if route is None:
-                return await self._circuit_open(job, message, permit, log)
+        if route is None:
+            return await self._circuit_open(job, message, permit, log)
+        async with self.holding(route.breaker, permit):
             return await self._call(job, message, route, permit, log, context, connections, heartbeat, recall_of)
-        finally:
-            if route is not None:
-                await self.release(route.breaker, permit)
 
     async def _call(self, job: Job, message: dict, route: Route, permit: Permit, log: dict,
                     context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
@@ -179,12 +198,13 @@ class JobProcessor:
             return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text, mark.attempt),
                                  connections)
 
-        tokens = TokenForwarder(push_token) if connections else None
+        tokens = TokenForwarder(push_token, self._res.token_push_interval_ms / 1000) if connections else None
+        on_token = self._probe_reported_at_first_token(route.breaker, permit, tokens) if permit.probe else tokens
         completion = None
         started = time.monotonic()
         try:
             completion = await route.provider.complete(
-                [{"role": m["role"], "content": m["content"]} for m in context], tokens)
+                [{"role": m["role"], "content": m["content"]} for m in context], on_token)
         except TransientLlmError as error:
             heartbeat.mark = None
             state = await self.io(route.breaker.record, permit, False, error.timing)
@@ -231,6 +251,18 @@ class JobProcessor:
                                            "output_tokens": completion.output_tokens})
         return Delete(Outcome.ANSWERED)
 
+    def _probe_reported_at_first_token(self, breaker: CircuitBreaker, permit: Permit,
+                                       tokens: TokenForwarder | None) -> Callable[[str], Awaitable[None]]:
+        """A half-open probe asks "is the provider back?", and a first token within its bound answers
+        it: the probe is recorded then, not after an answer that may take a minute, so a healthy
+        provider closes the circuit within seconds. (What the rest of that call does is not counted.)"""
+        async def on_token(text: str) -> None:
+            if not permit.settled:
+                await self.io(breaker.record, permit, True, None)
+            if tokens is not None:
+                await tokens(text)
+        return on_token
+
     def _busy_elsewhere(self, busy_s: float, log: dict) -> Decision:
         """Another worker is answering this job right now (a duplicate delivery): look again when it
         is done, by which time the job is answered (-> re-push) or free to call."""
@@ -245,13 +277,13 @@ class JobProcessor:
         silent_s = (now_ms() - beat_ms) / 1000
         if silent_s < self._res.job_liveness_s:
             return self._busy_elsewhere(self._res.job_liveness_s - silent_s + 1, log)
-        recalls = int(record.get(RECALLS_ATTRIBUTE) or 0)
-        if recalls < self._res.llm_recalls_after_crash:
+        cut_in_a_row = int(record.get(CUT_IN_A_ROW_ATTRIBUTE) or 0)
+        if cut_in_a_row < self._res.llm_recalls_after_crash:
             return None
         return await self._fail_for_good(
             job, INTERRUPTED_MESSAGE, "interrupted_call",
-            f"a worker stopped during the LLM call ({silent_s:.0f} s without a heartbeat) after {recalls} "
-            "recall(s); not called again so it is not paid once more", "interrupted")
+            f"a worker stopped during the LLM call ({silent_s:.0f} s without a heartbeat), the call having been "
+            f"cut {cut_in_a_row + 1} times in a row; not called again so it is not paid once more", "interrupted")
 
     async def _charge_answer(self, job: Job, completion) -> None:
         """Add what the LLM really used to the user's daily budget, beyond the estimate the sender
@@ -291,13 +323,25 @@ class JobProcessor:
             messages.pop(0)
         return messages + [{"role": USER, "content": job.message, "jobId": job.job_id}]
 
-    async def _repush_answer(self, job: Job) -> None:
+    async def _stored_answer(self, job: Job) -> str | None:
         entries = await self.io(self._history.latest, job.user_id, job.conversation_id,
                                 self._res.context_max_messages * 2)
-        answer = next((e for e in reversed(entries) if e.job_id == job.job_id and e.role == ASSISTANT), None)
+        return next((e.message for e in reversed(entries) if e.job_id == job.job_id and e.role == ASSISTANT), None)
+
+    async def _repush_answer(self, job: Job) -> bool:
+        """Push the stored answer again; False if there is none."""
+        answer = await self._stored_answer(job)
         if answer is not None:
-            await self.io(self._pusher.push, job.user_id,
-                          protocol.answer(job.job_id, answer.message, job.conversation_id))
+            await self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, answer, job.conversation_id))
+        return answer is not None
+
+    async def _answer_stored_before_a_crash(self, job: Job) -> bool:
+        """A worker that died after storing the answer but before marking the job answered left it
+        `calling`: the answer is whole and paid for, so it is finished and pushed, not called again."""
+        if not await self._repush_answer(job):
+            return False
+        await self.io(self._jobs.finish, job.job_id, ANSWERED)
+        return True
 
     # -- failure paths ------------------------------------------------------------------------
     async def _transient(self, job: Job, message: dict, kind: str, detail: str, retry_after_s: float | None,
