@@ -2,6 +2,7 @@
 runtime: chat, survive a gateway restart without losing an answer, and show the circuit breaker."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -189,3 +190,38 @@ def test_a_refused_message_shows_failed_with_the_reason(local_stack, page):
     send(page, "short one")
     page.wait_for_selector(".turn[data-state=answered]")
     assert refused.get_attribute("data-state") == "failed"
+
+
+def test_a_call_made_again_restarts_the_answer_on_the_page_instead_of_appending_to_it(local_stack, page, settings):
+    # GIVEN the page, connected, and a message queued while the worker is away
+    page.goto(local_stack.page)
+    page.wait_for_selector("#status[data-status=online]")
+    local_stack.stop_worker()
+    turn = send(page, "tell me a story")
+    page.wait_for_selector(".turn[data-job-id][data-state=queued]")
+    job_id = turn.get_attribute("data-job-id")
+    [connection_key] = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True).keys("conn:*")
+    connection = connection_key.removeprefix("conn:")
+    management = boto3.client("apigatewaymanagementapi", endpoint_url=f"http://localhost:{local_stack.ports.gateway}")
+
+    def push(**frame) -> None:
+        management.post_to_connection(ConnectionId=connection, Data=json.dumps({"jobId": job_id, **frame}).encode())
+
+    # WHEN the first attempt's tokens stream, the call is cut, and the second attempt's tokens follow
+    # (with a late token of the first attempt among them)
+    push(event="token", token="Once upon", attempt=1)
+    push(event="token", token=" a time, a dragon", attempt=1)
+    page.wait_for_function("t => document.querySelector(`.turn[data-job-id='${t}'] .bubble.assistant`)"
+                           "?.innerText.includes('dragon')", arg=job_id)
+    push(event="token", token="In a land", attempt=2)
+    push(event="token", token=" far away", attempt=2)
+    push(event="token", token=" STALE", attempt=1)
+    # THEN the page shows only the second attempt's text
+    assistant = turn.locator(".bubble.assistant")
+    page.wait_for_function("t => document.querySelector(`.turn[data-job-id='${t}'] .bubble.assistant`)"
+                           "?.innerText.includes('far away')", arg=job_id)
+    assert assistant.inner_text().strip() == "In a land far away"
+    # AND the answer replaces it with the whole text
+    push(event="answer", message="In a land far away, the end.")
+    page.wait_for_selector(f'.turn[data-job-id="{job_id}"][data-state=answered]')
+    assert assistant.inner_text().strip() == "In a land far away, the end."

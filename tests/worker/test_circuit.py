@@ -161,3 +161,27 @@ def test_a_job_kept_through_an_outage_longer_than_its_receives_is_answered_not_d
     # THEN the kept job is answered, once
     wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=20, what="the answer")
     assert harness.dlq_messages() == []
+
+
+def test_half_open_probes_close_the_circuit_at_their_first_token_not_at_the_end_of_a_long_answer(
+        harness, start_worker):
+    # GIVEN an open circuit, and a provider back to health that writes 10 s answers (first token
+    # 100 ms, then 40 tokens/s, 400 tokens)
+    settings = harness.configure(breaker_min_calls=2, breaker_failure_rate=0.5, breaker_open_s=1.0,
+                                 breaker_half_open_probes=2, llm_stall_timeout_s=5.0)
+    breaker = CircuitBreaker(harness.redis, settings.resilience)
+    for _ in range(2):
+        breaker.record(breaker.acquire(), False, None)
+    assert circuit_is_open(harness.redis)
+    harness.fake_llm.set_profile(first_token_ms=100, tokens_per_s=40, answer_tokens_min=400, answer_tokens_max=400)
+    for i in range(3):
+        harness.send_job("ana", f"long {i}", conversation_id=f"c{i}")
+
+    # WHEN the open wait is over and the worker's probes start their answers
+    started = time.monotonic()
+    start_worker(settings)
+    wait_until(lambda: breaker.state() == CLOSED, timeout_s=8, what="the circuit to close")
+
+    # THEN it closed within seconds, long before any of those answers could end
+    assert time.monotonic() - started < 6.0
+    assert harness.fake_llm.stats()["answered"] == 0
