@@ -16,9 +16,9 @@ from typing import Mapping
 import boto3
 
 from cloudia import dlq
-from cloudia.history import USER
 from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
-from cloudia.jobs import RECALLS_ATTRIBUTE, JobStore
+from cloudia.history import USER
+from cloudia.jobs import RECALLS_ATTRIBUTE, RECOVERED_DETAIL, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
@@ -205,12 +205,14 @@ class System:
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
         return {k: int(v) for k, v in attributes["Attributes"].items()}
 
-    def recalls(self) -> int:
-        """LLM calls made again because a dead worker had cut them, over every job."""
+    def recalls(self) -> tuple[int, int]:
+        """(LLM calls made again because a dead worker had cut them, jobs answered from the finished
+        text a dead worker had kept instead of being called again), over every job."""
         db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
-        return sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0))
-                   for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table)
-                   for item in page["Items"])
+        items = [item for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table)
+                 for item in page["Items"]]
+        return (sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0)) for item in items),
+                sum(item.get("detail", {}).get("S", "") == RECOVERED_DETAIL for item in items))
 
     def job_states(self) -> dict[str, str]:
         """jobId -> status, for every job in the jobs table."""

@@ -23,6 +23,8 @@ CALL_TOKEN_ATTRIBUTE = "callToken"
 ATTEMPTS_ATTRIBUTE = "attempts"
 RECALLS_ATTRIBUTE = "recalls"
 CUT_IN_A_ROW_ATTRIBUTE = "cutInARow"
+# The `detail` of a job answered from the text its dead worker had kept (see cloudia/completed_answers.py).
+RECOVERED_DETAIL = "recovered after a crash: the finished answer was kept, not paid again"
 
 
 @dataclass(frozen=True)

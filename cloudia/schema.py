@@ -55,3 +55,7 @@ def breaker_key(name: str) -> str:
 
 def job_lease_key(job_id: str) -> str:
     return f"lease:job:{job_id}"
+
+
+def completed_answer_key(job_id: str) -> str:
+    return f"answer:job:{job_id}"

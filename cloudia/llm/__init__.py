@@ -20,6 +20,9 @@ from cloudia.settings import Settings
 TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
 
 OnToken = Callable[[str], Awaitable[None]]
+# Called with the whole text the moment the provider says the answer is complete (before the stream's
+# last frames): from then on the answer is paid for.
+OnFinish = Callable[[str], Awaitable[None]]
 
 
 class LlmError(Exception):
@@ -53,9 +56,11 @@ class Completion:
 class LlmProvider(Protocol):
     name: str
 
-    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None,
+                       on_finish: OnFinish | None = None) -> Completion:
         """`messages`: [{"role": "user" | "assistant", "content": ...}], oldest first. Each text delta
-        is passed to `on_token` (when given) as it arrives; returns the whole answer."""
+        is passed to `on_token` (when given) as it arrives, the whole text to `on_finish` as soon as the
+        provider marks the answer complete; returns the whole answer."""
         ...
 
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from types import ModuleType
 
-from cloudia.llm import Completion, OnToken, api_key
+from cloudia.llm import Completion, OnFinish, OnToken, api_key
 from cloudia.llm._errors import classify, httpx
 from cloudia.llm.timing import CallBounds, Stopwatch
 from cloudia.settings import Settings
@@ -40,18 +40,20 @@ class SdkProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None,
+                       on_finish: OnFinish | None = None) -> Completion:
         watch: Stopwatch | None = None
         try:
             async with Stopwatch(self._bounds) as watch:
-                completion = await self._stream(messages, watch, on_token)
+                completion = await self._stream(messages, watch, on_token, on_finish)
             return dataclasses.replace(completion, timing=watch.timing)
         except Exception as error:  # noqa: BLE001 - every failure is classified, none escapes raw
             failure = classify(error, self.sdk)
             failure.timing = watch.timing if watch is not None else None
             raise failure from error
 
-    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None) -> Completion:
+    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None,
+                      on_finish: OnFinish | None) -> Completion:
         """Stream one answer: `watch.token()` on every text delta, `watch.set_tokens` with the
-        provider's usage count, `on_token(delta)` when given."""
+        provider's usage count, `on_token(delta)` and `on_finish(text)` when given."""
         raise NotImplementedError

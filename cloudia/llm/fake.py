@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from cloudia.llm import Completion, OnToken, PermanentLlmError, TransientLlmError
+from cloudia.llm import Completion, OnFinish, OnToken, PermanentLlmError, TransientLlmError
 from cloudia.llm.timing import CallBounds, CallTimeout, Stopwatch
 from cloudia.settings import Resilience, Settings
 
@@ -44,12 +44,15 @@ class FakeProvider:
     async def aclose(self) -> None:
         pass
 
-    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], on_token: OnToken | None = None,
+                       on_finish: OnFinish | None = None) -> Completion:
         self.calls += 1
         watch: Stopwatch | None = None
         try:
             async with Stopwatch(self._bounds) as watch:
                 text = await self._stream(messages, watch, on_token)
+                if on_finish is not None:
+                    await on_finish(text)
         except (CallTimeout, TransientLlmError, PermanentLlmError) as error:
             failure = error if not isinstance(error, CallTimeout) else TransientLlmError(str(error), error.kind)
             failure.timing = watch.timing if watch else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from cloudia.llm import Completion, OnToken
+from cloudia.llm import Completion, OnFinish, OnToken
 from cloudia.llm._sdk import SdkProvider
 from cloudia.llm.timing import Stopwatch
 
@@ -19,7 +19,8 @@ class OpenAiProvider(SdkProvider):
     def make_client(self, **options):
         return openai.AsyncOpenAI(**options)
 
-    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None) -> Completion:
+    async def _stream(self, messages, watch: Stopwatch, on_token: OnToken | None,
+                      on_finish: OnFinish | None) -> Completion:
         # `max_completion_tokens` is the current name (`max_tokens` is refused by reasoning models).
         stream = await self._client.chat.completions.create(
             model=self._model, messages=messages, max_completion_tokens=self._bounds.max_tokens,
@@ -40,4 +41,6 @@ class OpenAiProvider(SdkProvider):
                         watch.token()
                         if on_token is not None:
                             await on_token(delta)
+                    if choice.finish_reason and on_finish is not None:  # usage and [DONE] follow
+                        await on_finish("".join(parts))
         return Completion("".join(parts), input_tokens, output_tokens, model)

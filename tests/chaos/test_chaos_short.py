@@ -27,7 +27,8 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     WHEN ~200 messages come from 20 WebSocket clients while the worker is SIGKILLed twice (and restarted)
     and Redis is restarted once
     THEN every accepted message is answered or in the DLQ with its user told, none is lost, none gets two
-    different answers and none is paid twice (a call a SIGKILL cut short goes to the DLQ, user told)."""
+    different answers and none is paid twice (a call a SIGKILL cut short is called again once; an answer
+    the provider had finished is stored from the text the worker kept)."""
     timeline = tmp_path / "timeline.json"
     outcome = run(scenarios.load_under_faults, tmp_path, aws_env, timeline_path=timeline)
 
@@ -37,7 +38,10 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     assert outcome.answered + outcome.dlq_told == outcome.accepted
     assert outcome.two_answers == 0, outcome.duplicated_jobs
     # The ledger behind "charged twice" saw every answer (an empty ledger would find no duplicate).
-    assert outcome.figures["completions in the fake LLM's ledger"] >= outcome.answered
+    # (An answer finished just as its worker was killed is stored from the text the worker kept: the
+    # fake may have seen its client leave before the stream's last frame, and not counted it.)
+    kept = outcome.figures["answers finished just before a kill, kept and not paid again"]
+    assert outcome.figures["completions in the fake LLM's ledger"] >= outcome.answered - kept
     assert outcome.charged_twice == 0, outcome.duplicated_jobs
     assert all(outcome.checks.values()), outcome.checks
     assert outcome.figures["worker restarts"] == scenarios.SHORT.load_worker_kills

@@ -143,6 +143,34 @@ def test_a_live_long_answer_is_neither_redelivered_nor_taken_for_a_dead_call(har
     assert len([e for e in harness.recorder.events(connection) if e["event"] == "answer"]) == 1
 
 
+def test_an_answer_finished_just_before_its_worker_died_is_stored_not_paid_again(harness):
+    # GIVEN a job whose worker died after the provider finished the answer (the worker kept the
+    # finished text in Redis) but before the answer was stored: the job reads `calling`, no heartbeat
+    from cloudia.completed_answers import CompletedAnswers
+    from cloudia.jobs import RECOVERED_DETAIL
+
+    harness.configure()
+    processor = harness.processor()
+    connection = harness.connect("ana")
+    job = harness.send_job("ana", "finished in time")
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms())
+    CompletedAnswers(harness.redis).keep(job.job_id, "Echo: finished in time, and paid for")
+    wait_until(lambda: now_ms() - int(harness.jobs.get(job.job_id)["callHeartbeatAtMs"])
+               > harness.settings.resilience.job_liveness_s * 1000, what="the heartbeat to go stale")
+
+    # WHEN its message is delivered again
+    outcome = harness.run(processor.handle(harness.receive()[0]))
+
+    # THEN the kept answer is stored and pushed; the LLM is not called again
+    assert outcome == Outcome.DUPLICATE
+    assert harness.fake_llm.stats()["requests"] == 0
+    assert harness.history.latest("ana", "c1", 5)[-1].message == "Echo: finished in time, and paid for"
+    record = harness.jobs.get(job.job_id)
+    assert (record["status"], record["detail"]) == (ANSWERED, RECOVERED_DETAIL)
+    assert [e["message"] for e in harness.recorder.events(connection) if e["event"] == "answer"] == [
+        "Echo: finished in time, and paid for"]
+
+
 def test_a_call_still_running_elsewhere_is_waited_for_not_repeated(harness):
     # GIVEN a job another worker started calling a moment ago (its lease lost, say, with a Redis restart)
     harness.configure(job_liveness_s=30.0)

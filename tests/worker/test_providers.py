@@ -138,3 +138,16 @@ def test_slow_provider_latency_is_injected(fake_llm):
     loop.run_until_complete(provider_for("openai", fake_llm).complete(MESSAGES))
     assert loop.time() - started >= 0.3
     loop.close()
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_the_finished_answer_is_handed_over_as_soon_as_the_provider_marks_it_complete(fake_llm, name):
+    fake_llm.set_profile(first_token_ms=20, tokens_per_s=200, answer_tokens_min=30, answer_tokens_max=30)
+    finished: list[str] = []
+
+    async def on_finish(text: str) -> None:
+        finished.append(text)
+
+    completion = asyncio.run(provider_for(name, fake_llm).complete(MESSAGES, None, on_finish))
+    # THEN once, with the whole text (before the stream's closing frames)
+    assert finished == [completion.text] and len(completion.text.split()) == 30

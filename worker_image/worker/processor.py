@@ -19,12 +19,13 @@ from typing import Any, Awaitable, Callable
 from cloudia import protocol
 from cloudia.backoff import visibility_timeout_s
 from cloudia.breaker import OPEN, CircuitBreaker, Permit
+from cloudia.completed_answers import CompletedAnswers
 from cloudia.context_cache import ContextCache
 from cloudia.dlq_format import failure_attributes, sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE, CALLING,
-                          CUT_IN_A_ROW_ATTRIBUTE, FAILED, Job, JobStore, now_ms)
+                          CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, estimate_tokens
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -56,7 +57,8 @@ class Route:
 class JobProcessor:
     def __init__(self, settings: Settings, *, sqs, jobs: JobStore, history: HistoryStore, cache: ContextCache,
                  pusher: Pusher, primary: Route, fallback: Route | None, metrics: WorkerMetrics,
-                 leases: JobLeases, limits: UsageLimits, executor: Executor | None = None,
+                 leases: JobLeases, completed: CompletedAnswers, limits: UsageLimits,
+                 executor: Executor | None = None,
                  heartbeat_executor: Executor | None = None):
         """`executor` runs the jobs' blocking I/O; `heartbeat_executor` the heartbeats', apart, so that
         jobs busy pushing tokens can never starve the beats that keep them alive."""
@@ -68,6 +70,7 @@ class JobProcessor:
         self._cache = cache
         self._pusher = pusher
         self._leases = leases
+        self._completed = completed
         self._limits = limits
         self.primary = primary
         self.fallback = fallback
@@ -159,7 +162,7 @@ class JobProcessor:
                     logger.info("job already answered: not calling the LLM again", extra=log)
                     return Delete(Outcome.DUPLICATE)
                 if record and record.get("status") == CALLING:
-                    if await self._answer_stored_before_a_crash(job):
+                    if await self._answer_stored_before_a_crash(job, context):
                         logger.warning("job answered just before its worker died: not calling the LLM again",
                                        extra=log)
                         return Delete(Outcome.DUPLICATE)
@@ -202,9 +205,13 @@ class JobProcessor:
         on_token = self._probe_reported_at_first_token(route.breaker, permit, tokens) if permit.probe else tokens
         completion = None
         started = time.monotonic()
+
+        async def keep_finished(text: str) -> None:  # paid for from now on: see cloudia/completed_answers.py
+            await self.io(self._completed.keep, job.job_id, text)
+
         try:
             completion = await route.provider.complete(
-                [{"role": m["role"], "content": m["content"]} for m in context], on_token)
+                [{"role": m["role"], "content": m["content"]} for m in context], on_token, keep_finished)
         except TransientLlmError as error:
             heartbeat.mark = None
             state = await self.io(route.breaker.record, permit, False, error.timing)
@@ -335,12 +342,22 @@ class JobProcessor:
             await self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, answer, job.conversation_id))
         return answer is not None
 
-    async def _answer_stored_before_a_crash(self, job: Job) -> bool:
-        """A worker that died after storing the answer but before marking the job answered left it
-        `calling`: the answer is whole and paid for, so it is finished and pushed, not called again."""
-        if not await self._repush_answer(job):
+    async def _answer_stored_before_a_crash(self, job: Job, context: list[dict[str, str]]) -> bool:
+        """A worker that died after the provider finished the answer but before marking the job
+        answered left it `calling`: the answer is whole and paid for (in the history, or kept in
+        Redis the moment it was complete), so it is stored, finished and pushed, not called again."""
+        if await self._repush_answer(job):
+            await self.io(self._jobs.finish, job.job_id, ANSWERED)
+            return True
+        text = await self.io(self._completed.get, job.job_id)
+        if text is None:
             return False
-        await self.io(self._jobs.finish, job.job_id, ANSWERED)
+        await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT, text)
+        await self.io(self._jobs.finish, job.job_id, ANSWERED, RECOVERED_DETAIL)
+        await asyncio.gather(
+            self.io(self._cache.put, job.user_id, job.conversation_id,
+                    context + [{"role": ASSISTANT, "content": text, "jobId": job.job_id}]),
+            self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, text, job.conversation_id)))
         return True
 
     # -- failure paths ------------------------------------------------------------------------
