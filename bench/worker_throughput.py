@@ -5,9 +5,10 @@
 
 Stands up moto, a redis-server, the fake LLM (a separate process, streaming each answer like a model:
 `--first-token-ms` to the first token, then `--tokens-per-s`, `--answer-tokens` tokens long) and a
-stand-in for the gateway's `@connections` API that receives every pushed event; queues `--jobs` jobs
+stand-in for the gateway's `@connections` API (a process of its own) that receives every pushed event;
+queues `--jobs` jobs
 for 50 users, each with a connection registered (unless `--no-client`), runs the real worker (OpenAI
-provider over HTTP, breaker, heartbeat, DynamoDB, Redis, a push per streamed token) in this process,
+provider over HTTP, breaker, heartbeat, DynamoDB, Redis, the tokens pushed as they stream) in this process,
 and measures, per run: jobs answered per second against the ideal (concurrency / the answer's
 length in time: every slot always busy waiting on the LLM), and the worker process's CPU
 milliseconds per job (moto, Redis, the fake LLM and the gateway stand-in run elsewhere and are not
@@ -41,7 +42,6 @@ from cloudia.connections import ConnectionRegistry  # noqa: E402
 from cloudia.jobs import Job, now_ms  # noqa: E402
 from cloudia.settings import Resilience  # noqa: E402
 from tests.support.aws_resources import create_resources  # noqa: E402
-from tests.support.connections_recorder import ConnectionsRecorder  # noqa: E402
 from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 
@@ -60,6 +60,16 @@ def start_fake_llm(first_token_ms: int, tokens_per_s: float, answer_tokens: int)
                                 "--answer-tokens-min", str(answer_tokens), "--answer-tokens-max", str(answer_tokens)],
                                cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_gateway_stand_in() -> tuple[subprocess.Popen, str]:
+    """The `@connections` stand-in in a process of its own: its CPU is not the worker's."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.support.connections_recorder", "--port", str(port)],
+                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
     wait_for_port(port)
     return process, f"http://127.0.0.1:{port}"
 
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     moto, redis = MotoServer().start(), RedisServer().start()
     fake_llm, fake_url = start_fake_llm(args.first_token_ms, args.tokens_per_s, args.answer_tokens)
-    gateway = ConnectionsRecorder().start()
+    gateway, gateway_url = start_gateway_stand_in()
     os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
     try:
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = dataclasses.replace(
             create_resources(resilience, redis_url=redis.url).settings,
             llm_provider="openai", llm_base_url=f"{fake_url}/v1", llm_api_key="bench", llm_model="fake",
-            ws_management_endpoint=gateway.url, worker_poll_wait_s=1)
+            ws_management_endpoint=gateway_url, worker_poll_wait_s=1)
         if not args.no_client:
             connect_users(redis.url)
         # The fake's answer is the echo, then filler up to its length: about `answer_tokens` tokens.
@@ -138,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"worker throughput: {args.jobs} jobs x {args.runs} runs, concurrency {args.concurrency}, "
               f"fake LLM streaming {args.answer_tokens} tokens: {args.first_token_ms} ms to the first, then "
               f"{args.tokens_per_s:g} tokens/s ({answer_s:.2f} s an answer; OpenAI SDK over HTTP), "
-              + ("no client connected" if args.no_client else f"{USERS} users connected, every token pushed"))
+              + ("no client connected" if args.no_client else
+                 f"{USERS} users connected, tokens pushed every {resilience.token_push_interval_ms} ms"))
         rates, cpu_per_job = [], []
         for run in range(1, args.runs + 1):
             rate, cpu_ms, outcomes = one_run(settings, args.jobs)
@@ -151,10 +162,12 @@ def main(argv: list[str] | None = None) -> None:
               f"({statistics.median(rates) / ideal:.1%} of ideal), spread {min(rates):.1f}-{max(rates):.1f}")
         print(f"CPU per job: median {statistics.median(cpu_per_job):.1f} ms, "
               f"spread {min(cpu_per_job):.1f}-{max(cpu_per_job):.1f} ms")
-        pushes = sum(len(events) for events in gateway.posts.values())
+        gateway.terminate()
+        pushes = int(gateway.communicate(timeout=10)[0])
         print(f"pushes to @connections: {pushes / (args.jobs * args.runs):.1f} per answer (tokens and the answer)")
     finally:
-        gateway.stop()
+        if gateway.poll() is None:
+            gateway.kill()
         fake_llm.terminate()
         fake_llm.wait(10)
         redis.stop()

@@ -13,7 +13,7 @@ PREFIX = "/@connections/"
 
 
 class ConnectionsRecorder:
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.posts: dict[str, list[dict]] = {}
         self.gone: set[str] = set()
         self._lock = threading.Lock()
@@ -56,7 +56,7 @@ class ConnectionsRecorder:
             def do_DELETE(self):
                 return self._reply(204)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="connections-recorder", daemon=True)
 
@@ -75,3 +75,25 @@ class ConnectionsRecorder:
     def events(self, connection_id: str) -> list[dict]:
         with self._lock:
             return list(self.posts.get(connection_id, []))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.support.connections_recorder --port P`: serve in a process of its own (so a
+    benchmark does not count its CPU as the worker's) until SIGTERM, then print how many frames came."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    recorder = ConnectionsRecorder(args.port)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    recorder.start()
+    stopped.wait()
+    recorder.stop()
+    print(sum(len(frames) for frames in recorder.posts.values()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
