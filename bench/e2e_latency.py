@@ -33,8 +33,10 @@ ANSWER_TIMEOUT_S = 30.0
 async def one_run(endpoint: str, log_dir: Path, messages: int, clients: int, llm_latency_ms: int) -> list[float]:
     # The per-user rate limit (20 a minute) would refuse a client's 20th message within the minute.
     env = {"WORKER_POLL_WAIT_S": "20", **LOAD_LIMITS}
-    with System(log_dir, env_overrides=env, aws_endpoint=endpoint) as system:
-        system.faults(latency_ms=llm_latency_ms)
+    # The LLM's own time must be known to subtract it: a model that takes `llm_latency_ms` to its
+    # first token, then writes its (short) answer at once.
+    known_llm = {"first_token_ms": llm_latency_ms, "tokens_per_s": 0, "answer_tokens_min": 0, "answer_tokens_max": 0}
+    with System(log_dir, env_overrides=env, aws_endpoint=endpoint, llm_profile=known_llm) as system:
         ledger = Ledger()
         users = [ChatClient(system.ws_url, lambda u=f"lat-{i}": system.token(u), f"lat-{i}", ledger)
                  for i in range(clients)]

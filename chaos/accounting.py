@@ -68,8 +68,10 @@ async def settle(system: System, ledger: Ledger, deadline_s: float) -> bool:
 
 
 def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
-    # The tally is taken with the worker stopped: its DLQ sweep would lease messages from under it.
+    # The tally is taken with the worker stopped: its DLQ sweep would lease messages from under it. A
+    # sweep cut short by the stop leaves what it leased hidden for the sweep's lease: wait it out.
     system.stop_worker()
+    system.wait_dlq_visible()
     states = system.job_states()
     roles, user_messages = system.history()
     in_dlq = system.dlq_jobs()

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from cloudia import dlq
 from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
 from cloudia.history import USER
 from cloudia.jobs import RECALLS_ATTRIBUTE, RECOVERED_DETAIL, JobStore
-from cloudia.settings import Resilience, Settings, resilience_env
+from cloudia.settings import Resilience, Settings, resilience_env, resilience_from
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
 from tests.support.servers import MotoServer, RedisServer, free_ports
@@ -45,8 +46,8 @@ FAST_RESILIENCE = {
     "DLQ_SWEEP_S": "5",
 }
 # A worker killed with SIGKILL leaves its jobs invisible until their last heartbeat's extension runs
-# out (JOB_LIVENESS_S + JOB_HEARTBEAT_S): the queue's own timeout is that window too.
-CHAOS_QUEUE_VISIBILITY_S = 8
+# out: the queue's own timeout is that window too, as the stacks set it.
+CHAOS_QUEUE_VISIBILITY_S = resilience_from(FAST_RESILIENCE).job_visibility_s
 # How the fake LLM writes unless a run says otherwise: a model's pace (0.5 s to the first token, then
 # 45 tokens/s) with answers of 20-80 tokens, so a kill lands on calls in the middle of their stream.
 CHAOS_LLM_PROFILE = {"first_token_ms": 500, "tokens_per_s": 45, "answer_tokens_min": 20, "answer_tokens_max": 80}
@@ -199,6 +200,14 @@ class System:
 
     def restart_redis(self) -> None:
         self.redis.restart()
+
+    def wait_dlq_visible(self, timeout_s: float = 45.0) -> None:
+        """Until no DLQ message is hidden by a lease (a look, or the worker's sweep: 30 s, see
+        worker_image/worker/dead_letters.py), for at most `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.queue_depth(self.settings.jobs_dlq_url).get(
+                "ApproximateNumberOfMessagesNotVisible", 0):
+            time.sleep(1.0)
 
     def queue_depth(self, url: str) -> dict[str, int]:
         attributes = self.sqs.get_queue_attributes(

@@ -44,7 +44,7 @@ class Profile:
     llm_profile: tuple[tuple[str, int], ...] = ()
 
 
-SHORT = Profile("short", load_messages=200, load_clients=20, load_worker_kills=2, load_settle_s=120,
+SHORT = Profile("short", load_messages=160, load_clients=20, load_worker_kills=2, load_settle_s=120,
                 outage_s=5, outage_clients=4, outage_send_interval_s=0.5,
                 poison_backoff_base_s=1.0,
                 fuzz_frames=1000, fuzz_connections=4, fuzz_oversized=5,

@@ -10,6 +10,11 @@ from typing import Any
 
 # The seed's event while the LLM circuit is open (kept word for word: clients match on it).
 CIRCUIT_OPEN_MESSAGE = "Circuit Breaker ativado: API LLM indisponível."
+# What a person reads when their message fails for good (the event's `reason` says why, for machines).
+LLM_FAILED_MESSAGE = "The LLM failed repeatedly; your message could not be answered."
+LLM_REFUSED_MESSAGE = "The LLM refused this message; it could not be answered."
+INTERRUPTED_MESSAGE = ("The answer was cut short by service failures and not tried again, so that it is not "
+                       "paid for twice; please send your message again.")
 
 
 def event(name: str, **fields: Any) -> dict[str, Any]:

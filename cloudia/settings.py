@@ -8,6 +8,7 @@ defaults equal.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -81,6 +82,12 @@ class Resilience:
     # Streamed tokens go out to a connection at most this often, coalesced: API Gateway bills each
     # message and the worker pays a signed HTTP call for each (5 a second reads as smooth streaming).
     token_push_interval_ms: int = 200
+
+    @property
+    def job_visibility_s(self) -> int:
+        """How long a job's message stays hidden after its receive or its last heartbeat: a liveness
+        window past the next beat (the jobs queue's visibility timeout, and each beat's extension)."""
+        return math.ceil(self.job_liveness_s + self.job_heartbeat_s)
 
 
 def _coerce(kind: type, raw: str):

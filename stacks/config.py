@@ -102,7 +102,7 @@ class AppConfig:
         """A liveness window past the first heartbeat: the worker extends it on every beat for as long
         as it works on the job (`worker/heartbeat.py`), so a message never reappears while a live worker
         holds it, however long the answer, and one whose worker died comes back within that window."""
-        return math.ceil(self.resilience.job_liveness_s + self.resilience.job_heartbeat_s)
+        return self.resilience.job_visibility_s
 
     @property
     def worker_stop_timeout_s(self) -> int:

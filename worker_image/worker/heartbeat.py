@@ -22,11 +22,6 @@ from worker.decisions import JobQueue
 from worker.telemetry import logger
 
 
-def visibility_extension_s(res: Resilience) -> int:
-    """How long each beat keeps the message hidden: a liveness window past the next beat."""
-    return int(res.job_liveness_s + res.job_heartbeat_s + 0.999)
-
-
 class JobHeartbeat:
     """`async with JobHeartbeat(...) as beat:` beats until the block ends; `beat.mark` is set while
     the LLM call runs. Leaving the block waits for a beat in progress, so no late extension can land
@@ -35,7 +30,7 @@ class JobHeartbeat:
     def __init__(self, res: Resilience, io: Callable[..., Awaitable[Any]], queue: JobQueue, leases: JobLeases,
                  jobs: JobStore, message: dict, job_id: str, lease_token: str):
         self._every_s = res.job_heartbeat_s
-        self._visibility_s = visibility_extension_s(res)
+        self._visibility_s = res.job_visibility_s
         self._io = io
         self._queue = queue
         self._leases = leases

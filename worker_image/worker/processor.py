@@ -36,12 +36,6 @@ from worker.heartbeat import JobHeartbeat
 from worker.telemetry import WorkerMetrics, logger
 from worker.tokens import TokenForwarder
 
-# What the user reads when a job fails for good (the reason code says why, for machines).
-FAILED_TRANSIENT_MESSAGE = "A API LLM falhou repetidamente; sua mensagem não pôde ser respondida."
-FAILED_PERMANENT_MESSAGE = "A API LLM recusou esta mensagem; ela não pôde ser respondida."
-INTERRUPTED_MESSAGE = ("A resposta foi interrompida por falhas do serviço e não foi repetida para não ser "
-                       "cobrada outra vez; envie a mensagem novamente.")
-
 # How long the last streamed tokens may take to go out once the LLM has finished.
 TOKEN_DRAIN_BOUND_S = 2.0
 
@@ -125,7 +119,9 @@ class JobProcessor:
             await self.queue.carry_out(message, GiveBack(0, Outcome.HANDED_BACK))
             logger.warning("job handed back to the queue at shutdown", extra={"message_id": message.get("MessageId")})
             raise
-        await self.queue.carry_out(message, decision)
+        # Decided: a shutdown that runs out of time now must not cut the decision half done (a DLQ
+        # copy sent but the original not deleted, say).
+        await asyncio.shield(self.queue.carry_out(message, decision))
         return decision.outcome
 
     async def _decide(self, message: dict, permit: Permit | None) -> Decision:
@@ -207,7 +203,8 @@ class JobProcessor:
         started = time.monotonic()
 
         async def keep_finished(text: str) -> None:  # paid for from now on: see cloudia/completed_answers.py
-            await self.io(self._completed.keep, job.job_id, text)
+            # On the heartbeat threads: the jobs' own may all be busy, and this write must not wait.
+            await self._heartbeat_io(self._completed.keep, job.job_id, text)
 
         try:
             completion = await route.provider.complete(
@@ -225,7 +222,7 @@ class JobProcessor:
             heartbeat.mark = None
             await self.io(route.breaker.record, permit, True, error.timing)
             logger.error("LLM refused the job (permanent)", extra={**log, "kind": error.kind, "error": str(error)})
-            return await self._fail_for_good(job, FAILED_PERMANENT_MESSAGE, error.kind, str(error), "permanent")
+            return await self._fail_for_good(job, protocol.LLM_REFUSED_MESSAGE, error.kind, str(error), "permanent")
         except asyncio.CancelledError:
             # Shutdown gave up on the call and no answer came: the hand-back is meant to be called again.
             heartbeat.mark = None
@@ -288,7 +285,7 @@ class JobProcessor:
         if cut_in_a_row < self._res.llm_recalls_after_crash:
             return None
         return await self._fail_for_good(
-            job, INTERRUPTED_MESSAGE, "interrupted_call",
+            job, protocol.INTERRUPTED_MESSAGE, "interrupted_call",
             f"a worker stopped during the LLM call ({silent_s:.0f} s without a heartbeat), the call having been "
             f"cut {cut_in_a_row + 1} times in a row; not called again so it is not paid once more", "interrupted")
 
@@ -372,7 +369,7 @@ class JobProcessor:
             return await self._hold(job, await self.io(breaker.open_remaining_s), log)
         receives = receive_count(message)
         if receives >= self._res.max_receives:
-            return await self._fail_for_good(job, FAILED_TRANSIENT_MESSAGE, f"exhausted_{kind}",
+            return await self._fail_for_good(job, protocol.LLM_FAILED_MESSAGE, f"exhausted_{kind}",
                                              f"{receives} attempts; last: {detail}", "exhausted")
         delay_s = visibility_timeout_s(receives, self._res, retry_after_s)
         self._metrics.job_retried(kind)
@@ -433,7 +430,7 @@ class JobProcessor:
             job = None
         record = await self.io(self._jobs.get, job.job_id) if job else None
         if job is not None and (record or {}).get("status") not in (ANSWERED, FAILED):
-            await self._tell_failure(job, INTERRUPTED_MESSAGE, "max_receives", detail)
+            await self._tell_failure(job, protocol.INTERRUPTED_MESSAGE, "max_receives", detail)
             self._metrics.job_failed("max_receives")
         attributes = {**sendable_attributes(message.get("MessageAttributes", {})),
                       **failure_attributes(f"max_receives: {detail}", "max_receives", receives)}
