@@ -66,10 +66,11 @@ LOAD_LIMITS = {"RATE_LIMIT_PER_MINUTE": "1000000", "DAILY_TOKEN_BUDGET": "100000
                # 30 % faults are the weather of this run, not an outage: a window of a few streamed
                # calls would open the circuit by chance (3 failures of 5 is common at 30 %).
                "BREAKER_MIN_CALLS": "20"}
-# Scenario 1: SIGKILLs come at least this far apart, past a redelivery (the queue's visibility) and a
-# recalled answer: two kills within one recall are a crash loop, which sends the job to the DLQ by
-# design (tests/worker/test_cut_calls.py), not the weather this scenario is about.
-KILL_SPACING_S = 20.0
+# Scenario 1: its harms come at least this far apart, past a redelivery (the queue's visibility) and a
+# recalled answer, so each fault is met on its own. Two kills within one recall are a crash loop, which
+# sends the job to the DLQ by design (tests/worker/test_cut_calls.py); a Redis restart between a kill
+# and its redelivery loses the answers the dead worker had kept (cloudia/completed_answers.py).
+HARM_SPACING_S = 20.0
 # Scenario 1: each client keeps at most this many messages waiting for an answer (or this long).
 MAX_UNANSWERED, UNANSWERED_WAIT_S = 3, 30.0
 # Scenario 4's good clients chat at the pace of a person, within the default rate limit (20 a minute).
@@ -123,13 +124,12 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
         harm = sorted([(p, "worker SIGKILL") for p in kill_points] + [(0.5 + 0.5 / (len(kill_points) + 2), "redis restart")])
 
         async def harm_driver() -> None:
-            last_kill = 0.0
+            last_harm = 0.0
             for share, what in harm:
-                while len(ledger.sent) < share * profile.load_messages or (
-                        what == "worker SIGKILL" and time.monotonic() - last_kill < KILL_SPACING_S):
+                while (len(ledger.sent) < share * profile.load_messages
+                       or time.monotonic() - last_harm < HARM_SPACING_S):
                     await asyncio.sleep(0.05)
-                if what == "worker SIGKILL":
-                    last_kill = time.monotonic()
+                last_harm = time.monotonic()
                 events.append((time.time(), what))
                 if what == "worker SIGKILL":
                     await loop.run_in_executor(None, system.kill_worker)
