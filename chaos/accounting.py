@@ -6,8 +6,12 @@ the history, the DLQ and the fake LLM's ledger of completions served.
 - in DLQ (user told): the job is in the DLQ, its row reads FAILED and its user was told (an `error`
   event about it, or the ERROR entry the history shows on reconnect);
 - lost: accepted and neither of the above;
-- duplicated: more than one completion served for the job's (unique) text, i.e. charged twice, or two
-  different answers received for it.
+- duplicated: a job charged twice for an answer a worker had whole (more than one completion served
+  for the job's unique text, and the worker's log shows it had a first one), or two different answers
+  received for it;
+- unread by a killed worker, recalled: charged twice, but the worker never had the first answer whole:
+  the provider wrote its end into the socket of a worker killed before it read it. To the worker that
+  is a cut call, recalled once (and counted in the recalls); reported, not a duplicate.
 Messages refused at the door (an `error` event and no job) are counted apart: they were never accepted.
 A message whose client gave up resending before it heard `queued`, but which the system accepted (the
 history holds its unique text), counts as accepted like any other.
@@ -40,6 +44,7 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0
     charged_twice: int = 0
+    unread_recalled: int = 0
     two_answers: int = 0
     lost_jobs: list[str] = field(default_factory=list)
     duplicated_jobs: list[str] = field(default_factory=list)
@@ -77,8 +82,10 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     in_dlq = system.dlq_jobs()
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
+    worker_had = system.answers_the_worker_had()
     out = Outcome(scenario, sent=len(ledger.sent))
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
+    out.figures["whole answers the workers had (their logs)"] = sum(worker_had.values())
     out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
     refused_by_reason, accepted_unacknowledged = Counter(), 0
     for sent in ledger.sent:
@@ -103,13 +110,17 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
             out.lost_jobs.append(f"{job} (row {states.get(job)}, in DLQ {job in in_dlq}, errors {sent.errors})")
         charged = completions.get(sent.text, 0)
         distinct = len(set(sent.answers))
-        if charged > 1 or distinct > 1:
+        if charged > 1 and worker_had[job] <= 1 and distinct <= 1:
+            out.unread_recalled += 1
+        elif charged > 1 or distinct > 1:
             out.duplicated += 1
             out.charged_twice += charged > 1
             out.two_answers += distinct > 1
             times = ", ".join(time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
                               for t in completed_at.get(sent.text, []))
             out.duplicated_jobs.append(f"{job}: {charged} completions (at {times} UTC), {distinct} distinct answers")
+    out.figures["answers paid twice because a killed worker had not read the first one's end (recalled)"] = \
+        out.unread_recalled
     out.figures["refused at the door (no job), by reason"] = dict(refused_by_reason)
     out.figures["accepted though the client gave up before hearing `queued` (found in the history)"] = \
         accepted_unacknowledged

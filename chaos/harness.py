@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -19,7 +20,7 @@ import boto3
 from cloudia import dlq
 from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
 from cloudia.history import USER
-from cloudia.jobs import RECALLS_ATTRIBUTE, RECOVERED_DETAIL, JobStore
+from cloudia.jobs import ANSWER_COMPLETE_LOG, RECALLS_ATTRIBUTE, RECOVERED_DETAIL, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env, resilience_from
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
@@ -222,6 +223,18 @@ class System:
                  for item in page["Items"]]
         return (sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0)) for item in items),
                 sum(item.get("detail", {}).get("S", "") == RECOVERED_DETAIL for item in items))
+
+    def answers_the_worker_had(self) -> Counter[str]:
+        """jobId -> how many times a worker had the whole answer from the provider (its `LLM answer
+        complete` log lines, written before it keeps the answer, so a kill right after still shows)."""
+        seen: Counter[str] = Counter()
+        for line in (self.log_dir / "worker.log").read_text(errors="replace").splitlines():
+            if ANSWER_COMPLETE_LOG in line:
+                try:
+                    seen[json.loads(line)["job_id"]] += 1
+                except (ValueError, KeyError):
+                    pass  # a line cut by the kill
+        return seen
 
     def job_states(self) -> dict[str, str]:
         """jobId -> status, for every job in the jobs table."""

@@ -195,6 +195,7 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
             "answers finished just before a kill, kept and not paid again": recovered,
         })
         outcome.checks["recalls <= the calls the kills cut"] = recalls <= sum(cut_by_kills)
+        outcome.checks["answers paid twice unread by a killed worker <= recalls"] = outcome.unread_recalled <= recalls
         outcome.checks["in the DLQ only jobs the LLM failed (none cut by a kill)"] = set(
             outcome.figures["in the DLQ, by failure class"]) <= {"exhausted"}
         outcome.checks["every accepted job settled before the deadline"] = settled

@@ -25,6 +25,8 @@ RECALLS_ATTRIBUTE = "recalls"
 CUT_IN_A_ROW_ATTRIBUTE = "cutInARow"
 # The `detail` of a job answered from the text its dead worker had kept (see cloudia/completed_answers.py).
 RECOVERED_DETAIL = "recovered after a crash: the finished answer was kept, not paid again"
+# The worker's log line the moment it has a whole answer (before keeping it): the chaos tally's proof.
+ANSWER_COMPLETE_LOG = "LLM answer complete"
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ def test_a_live_long_answer_is_neither_redelivered_nor_taken_for_a_dead_call(har
 def test_an_answer_finished_just_before_its_worker_died_is_stored_not_paid_again(harness):
     # GIVEN a job whose worker died after the provider finished the answer (the worker kept the
     # finished text in Redis) but before the answer was stored: the job reads `calling`, no heartbeat
+    from cloudia import redis_client
     from cloudia.completed_answers import CompletedAnswers
     from cloudia.jobs import RECOVERED_DETAIL
 
@@ -154,7 +155,8 @@ def test_an_answer_finished_just_before_its_worker_died_is_stored_not_paid_again
     connection = harness.connect("ana")
     job = harness.send_job("ana", "finished in time")
     assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms())
-    CompletedAnswers(harness.redis).keep(job.job_id, "Echo: finished in time, and paid for")
+    harness.run(CompletedAnswers(redis_client.async_client(harness.settings)).keep(
+        job.job_id, "Echo: finished in time, and paid for"))
     wait_until(lambda: now_ms() - int(harness.jobs.get(job.job_id)["callHeartbeatAtMs"])
                > harness.settings.resilience.job_liveness_s * 1000, what="the heartbeat to go stale")
 

@@ -65,7 +65,7 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
         heartbeat_executor=ThreadPoolExecutor(max_workers=HEARTBEAT_THREADS, thread_name_prefix="heartbeat"),
-        leases=JobLeases(redis, res.job_liveness_s), completed=CompletedAnswers(redis),
+        leases=JobLeases(redis, res.job_liveness_s), completed=CompletedAnswers(redis_client.async_client(settings)),
         limits=UsageLimits(redis, res.rate_limit_per_minute, res.daily_token_budget),
     )
     return Worker(settings, processor, aws.sqs_long_poll(res, max(LONG_POLL_WAIT_S, settings.worker_poll_wait_s)),
