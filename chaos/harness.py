@@ -27,7 +27,6 @@ from tests.support.aws_resources import Resources, create_resources
 from tests.support.servers import MotoServer, RedisServer, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_AUTH_SECRET = "chaos-signing-secret"
 HTTP_TIMEOUT_S = 10
 
 # Small breaker and backoff settings: retries and recoveries take seconds, so a run is bounded.
@@ -102,13 +101,13 @@ class System:
             self.aws_endpoint = self._moto.endpoint
         os.environ.update(aws_environment(self.aws_endpoint))
         self.redis = RedisServer().start()
-        self.resources = create_resources(Resilience(), redis_url=self.redis.url, auth_secret=LOCAL_AUTH_SECRET)
+        self.resources = create_resources(Resilience(), redis_url=self.redis.url)
         self.sqs.set_queue_attributes(QueueUrl=self.settings.jobs_queue_url,
                                       Attributes={"VisibilityTimeout": str(self.queue_visibility_s)})
         gateway_port, llm_port = free_ports(2)
         self.ports = up.Ports(gateway=gateway_port, emulator=0, redis=self.redis.port, llm=llm_port)
         runtime_env = {**settings_env(self.settings), **FAST_RESILIENCE, **self.env_overrides,
-                       "AUTH_SECRET": LOCAL_AUTH_SECRET, "LOG_LEVEL": "INFO", "GATEWAY_LOG_LEVEL": "WARNING"}
+                       "LOG_LEVEL": "INFO", "GATEWAY_LOG_LEVEL": "WARNING"}
         self.env = up.services_env(runtime_env, self.ports, aws_endpoint=self.aws_endpoint,
                                    llm_url=self.llm_url)
         try:

@@ -127,9 +127,11 @@ class Settings:
     # redis://host:port/0 locally; rediss://... (TLS) on AWS with the AUTH token from Secrets Manager.
     redis_url: str = "redis://localhost:6379/0"
     redis_auth_secret_arn: str = ""
-    # Signing secret for connection tokens: given directly locally, by ARN on AWS.
-    auth_secret: str = ""
-    auth_secret_arn: str = ""
+    # The Cognito user pool whose tokens open a connection, and its app client (see cloudia/auth.py).
+    user_pool_id: str = ""
+    user_pool_client_id: str = ""
+    # Local target only: where the emulator serves the pool's key set (a loopback URL, refused otherwise).
+    cognito_jwks_url: str = ""
     # API Gateway Management API endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}).
     ws_management_endpoint: str = ""
     llm_provider: str = "fake"

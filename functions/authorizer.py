@@ -1,5 +1,6 @@
 """`$connect` REQUEST authorizer (AWS): allow a caller whose `token` query parameter is a valid,
-unexpired token, with the user id in the authorizer context for every later event."""
+unexpired token of the deployment's Cognito user pool, with the user id in the authorizer context for
+every later event."""
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -31,11 +32,11 @@ def allow_policy(user_id: str, method_arn: str) -> dict:
 @metrics.log_metrics
 def handler(event, context):
     logger.append_keys(connectionId=ws_events.connection_id(event))
-    secret = auth.signing_secret(chat.settings())
+    pool = auth.user_pool(chat.settings())
     try:
-        user_id = auth.verify_token(ws_events.query_parameter(event, "token"), secret)
+        user_id = auth.verify_token(ws_events.query_parameter(event, "token"), pool)
     except auth.AuthError as exc:
-        logger.info("connection refused", extra={"reason": exc.reason})
+        logger.info("connection refused", extra={"reason": exc.reason, "detail": str(exc)})
         metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
         raise Exception(UNAUTHORIZED) from None
     logger.append_keys(userId=user_id)

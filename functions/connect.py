@@ -24,8 +24,7 @@ def handler(event, context):
         logger.append_keys(connectionId=connection_id)
         service = chat.service()
         user_id = ws_events.authorized_user(event) or auth.verify_token(
-            ws_events.query_parameter(event, "token"), auth.signing_secret(service.settings)
-        )
+            ws_events.query_parameter(event, "token"), auth.user_pool(service.settings))
         logger.append_keys(userId=user_id)
         service.connect(connection_id, user_id)
     except Exception as exc:

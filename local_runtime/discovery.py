@@ -9,6 +9,7 @@ from __future__ import annotations
 import boto3
 
 from local_runtime.emulator import EMULATOR_REGION
+from local_runtime.identity import ensure_user_pool
 
 API_STACK = "cloudia-local-{stage}-api"
 # The function whose environment is read (all functions share one environment).
@@ -38,11 +39,12 @@ def deployed_functions(endpoint: str, stage: str = "dev") -> dict[str, str]:
 
 
 def runtime_environment(endpoint: str, stage: str = "dev") -> dict[str, str]:
-    """The environment the deployed functions run with."""
+    """The environment the deployed functions run with, and the local user pool's (created on the
+    first call: moto's CloudFormation creates no Cognito resources, see local_runtime/identity.py)."""
     functions = deployed_functions(endpoint, stage)
     name = next((n for logical, n in functions.items()
                  if logical.startswith(REFERENCE_FUNCTION_LOGICAL_PREFIX)), None)
     if name is None:
         raise NotDeployed(f"no sendMessage function in {API_STACK.format(stage=stage)}: deploy with `make deploy-local`")
     config = _client("lambda", endpoint).get_function_configuration(FunctionName=name)
-    return dict(config.get("Environment", {}).get("Variables", {}))
+    return {**config.get("Environment", {}).get("Variables", {}), **ensure_user_pool(endpoint, stage).env()}

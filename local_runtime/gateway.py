@@ -19,10 +19,12 @@ import asyncio
 import base64
 import concurrent.futures
 import datetime
+import functools
 import importlib
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import time
@@ -38,7 +40,8 @@ from cloudia import protocol
 LOG = logging.getLogger("cloudia.gateway")
 
 ROOT = Path(__file__).resolve().parents[1]
-WEB_DIR = Path(__file__).resolve().parent / "web"
+DEV_USER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # the page both targets serve
 
 DEFAULT_PORT = 8080
 DEFAULT_STAGE = "local"
@@ -213,6 +216,7 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES + 1024)
         app.router.add_get("/", self.page)
+        app.router.add_get("/config.json", self.page_config)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/dev/token", self.dev_token)
         app.router.add_get("/healthz", self.healthz)
@@ -221,8 +225,10 @@ class Gateway:
             app.router.add_post(prefix + "/@connections/{connection_id}", self.post_to_connection)
             app.router.add_get(prefix + "/@connections/{connection_id}", self.get_connection)
             app.router.add_delete(prefix + "/@connections/{connection_id}", self.delete_connection)
-        if self.config.web_dir.is_dir():
-            app.router.add_static("/static/", self.config.web_dir)
+        # The page's files at the site root, as CloudFront serves them on AWS.
+        for path in sorted(self.config.web_dir.glob("*.*")) if self.config.web_dir.is_dir() else ():
+            if path.name != "index.html":
+                app.router.add_get("/" + path.name, functools.partial(self.page_file, path))
         app.on_startup.append(self._start_reaper)
         app.on_shutdown.append(self._close_all)
         app.on_cleanup.append(self._stop)
@@ -248,26 +254,42 @@ class Gateway:
             return web.Response(status=404, text="the chat page is missing")
         return web.FileResponse(index, headers={"Cache-Control": "no-store"})
 
+    async def page_file(self, path: Path, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    async def page_config(self, request: web.Request) -> web.Response:
+        """The page's endpoints (on AWS the stacks deploy the same keys beside the page)."""
+        pool = self._user_pool()
+        if pool is None:
+            return web.json_response({"message": "no user pool: USER_POOL_ID is not set"}, status=503)
+        return web.json_response(pool.page_config(f"ws://{request.host}/ws"), headers={"Cache-Control": "no-store"})
+
+    def _user_pool(self):
+        from local_runtime.identity import LocalUserPool
+
+        if not self._env.get("USER_POOL_ID") or not self._env.get("AWS_ENDPOINT_URL"):
+            return None
+        return LocalUserPool(self._env["AWS_ENDPOINT_URL"], self._env["USER_POOL_ID"],
+                             self._env.get("USER_POOL_CLIENT_ID", ""))
+
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "connections": len(self._connections)})
 
     async def dev_token(self, request: web.Request) -> web.Response:
-        """A token for user U, signed with the deployment's secret. Local only: the gateway binds loopback."""
+        """An access token of the local user pool for user U, created on first use (with the password
+        `local_runtime.identity.dev_password(U)`). Local only: the gateway binds loopback."""
         user = request.query.get("user", "").strip()
+        pool = self._user_pool()
+        if pool is None:
+            return web.json_response({"message": "no user pool: USER_POOL_ID is not set"}, status=503)
+        if not DEV_USER_PATTERN.fullmatch(user):
+            return web.json_response({"message": "a user name is 1-64 letters, digits and _ . @ -"}, status=400)
         try:
-            token = await asyncio.get_running_loop().run_in_executor(self._pool, self._issue_token, user)
-        except ValueError as exc:
-            return web.json_response({"message": str(exc)}, status=400)
+            token, user_id = await asyncio.get_running_loop().run_in_executor(self._pool, pool.token_for, user)
         except Exception as exc:  # noqa: BLE001 - say why instead of a bare 500
             LOG.exception("dev token failed")
-            return web.json_response({"message": f"cannot issue a token: {exc}"}, status=500)
-        return web.json_response({"token": token, "user": user})
-
-    def _issue_token(self, user: str) -> str:
-        from cloudia import auth
-        from cloudia.settings import Settings
-
-        return auth.issue_token(user, auth.signing_secret(Settings.from_env(self._env)))
+            return web.json_response({"message": f"cannot sign {user} in: {exc}"}, status=500)
+        return web.json_response({"token": token, "user": user, "userId": user_id})
 
     # ---------- WebSocket ----------
     async def websocket(self, request: web.Request) -> web.StreamResponse:

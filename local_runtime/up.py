@@ -29,15 +29,13 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from cloudia.settings import Resilience
-from local_runtime import discovery, emulator, fake_llm
+from local_runtime import discovery, emulator, fake_llm, identity
 
 ROOT = Path(__file__).resolve().parents[1]
 # The deployment stage of the `local` target (stack names cloudia-local-{stage}-...).
 STAGE = os.environ.get("CLOUDIA_STAGE", "dev")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
-# The local signing secret for connection tokens when the deployment does not provide one.
-LOCAL_AUTH_SECRET = "local-dev-signing-secret-not-for-aws"
 FAKE_LLM_API_KEY = "local-fake"
 
 
@@ -176,8 +174,6 @@ def services_env(runtime_env: Mapping[str, str], ports: Ports, aws_endpoint: str
         # The worker's real OpenAI provider against the fake LLM: only the base URL differs from AWS.
         env.update({"LLM_PROVIDER": "openai", "LLM_BASE_URL": f"{llm_url}/v1",
                     "LLM_API_KEY": FAKE_LLM_API_KEY})
-    if not env.get("AUTH_SECRET") and not env.get("AUTH_SECRET_ARN"):
-        env["AUTH_SECRET"] = LOCAL_AUTH_SECRET
     if aws_endpoint:
         # The emulator's endpoint; credentials and region only where the deployment gave none.
         env.update({k: env.get(k, v) for k, v in emulator.aws_environment(aws_endpoint).items()})
@@ -293,6 +289,8 @@ def print_table(ports: Ports, endpoint: str, redis_url: str, log_dir: Path, read
         ("web chat page", f"http://localhost:{ports.gateway}/"),
         ("WebSocket (API Gateway event shape)", f"ws://localhost:{ports.gateway}/ws?token=TOKEN"),
         ("management API (@connections)", f"http://localhost:{ports.gateway}/@connections/{{connectionId}}"),
+        ("sign in on the page as", f"{identity.DEMO_USER} / {identity.dev_password(identity.DEMO_USER)}"),
+        ("invite another user", "make users ARGS='invite NAME --email EMAIL'  (prints a temporary password)"),
         ("a local-only token for user U", f"GET http://localhost:{ports.gateway}/dev/token?user=U"),
         ("AWS emulator", endpoint),
         ("Redis", redis_url.removeprefix("redis://").removesuffix("/0")),
@@ -411,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         detail(f"deployed in {time.monotonic() - deploy_started:.1f} s; queue {runtime_env.get('JOBS_QUEUE_URL', '?')}")
         # Redis is whatever this run found or started, whatever the deployment's default says.
         runtime_env["REDIS_URL"] = redis_url
+        identity.LocalUserPool(endpoint, runtime_env["USER_POOL_ID"], runtime_env["USER_POOL_CLIENT_ID"]).ensure_user(
+            identity.DEMO_USER)
+        detail(f"user pool {runtime_env['USER_POOL_ID']}, with the user {identity.DEMO_USER!r}")
         start_services(stack, runtime_env, ports, aws_endpoint=endpoint,
                        gateway_url=args.gateway_url, llm_url=args.llm_url, llm_profile=args.llm_profile)
         print_table(ports, endpoint, redis_url, log_dir, time.monotonic() - started)

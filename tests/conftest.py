@@ -57,11 +57,11 @@ def own_redis():
 
 @pytest.fixture
 def resources(aws_env, redis_server):
-    """A fresh queue, DLQ and tables in the emulator, and a flushed Redis, for one test."""
+    """A fresh queue, DLQ and tables in the emulator (and its user pool), and a flushed Redis, for one test."""
     import redis as redis_lib
 
     redis_lib.Redis.from_url(redis_server.url).flushall()
-    return create_resources(redis_url=redis_server.url, auth_secret="test-signing-secret")
+    return create_resources(redis_url=redis_server.url)
 
 
 @pytest.fixture

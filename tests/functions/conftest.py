@@ -17,8 +17,9 @@ import boto3
 import pytest
 
 from cloudia import chat, redis_client
-from cloudia.auth import issue_token
 from cloudia.settings import Settings, resilience_env
+from local_runtime.identity import LocalUserPool
+from tests.support.cognito_tokens import mint
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 # The Lambda asset puts functions/*.py at its root, next to the cloudia package.
@@ -141,8 +142,13 @@ class Functions:
     def service(self):
         return chat.service()
 
+    @property
+    def user_pool(self) -> LocalUserPool:
+        return LocalUserPool(self.sqs.meta.endpoint_url, self.settings.user_pool_id, self.settings.user_pool_client_id)
+
     def token(self, user_id: str, ttl_s: int = 3600) -> str:
-        return issue_token(user_id, self.settings.auth_secret, ttl_s)
+        """An access token of the deployment's pool for `user_id` (its `sub`)."""
+        return mint(self.user_pool, user_id, ttl_s=ttl_s)
 
     def open_connection(self, user_id: str, connection_id: str | None = None) -> str:
         connection_id = connection_id or f"conn-{uuid.uuid4().hex[:12]}="

@@ -103,7 +103,7 @@ def pytest_configure(config):
 def local_stack(request, resources, tmp_path: Path):
     gateway_port, llm_port = free_ports(2)
     ports = up.Ports(gateway=gateway_port, emulator=0, redis=0, llm=llm_port)
-    runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE, "AUTH_SECRET": "test-signing-secret"}
+    runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE}
     stack = up.LocalStack(tmp_path)
     marker = request.node.get_closest_marker("gateway_args")
     gateway_args = ["--heartbeat-s", "5", *(marker.args if marker else ())]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 import socket
 import threading
 import time
@@ -256,23 +257,32 @@ def test_a_dead_connection_is_found_by_the_heartbeat_and_cleaned_up(recorder):
     assert recorder.of_route("$disconnect")[0]["requestContext"]["disconnectReason"] == "Connection lost"
 
 
-def test_dev_token_is_signed_with_the_deployments_secret(recorder):
+def test_dev_token_signs_a_user_of_the_local_pool_in_and_config_json_names_the_pool(recorder, resources):
     import urllib.error
     import urllib.request
 
     from cloudia import auth
 
-    # GIVEN a gateway for a deployment with its own signing secret
-    server = GatewayThread(recorder.handlers(), env={"AUTH_SECRET": "a-local-signing-secret-of-32-bytes!"}).start()
+    # GIVEN a gateway for a deployment with the emulator's user pool
+    pool = resources.user_pool
+    server = GatewayThread(recorder.handlers(), env={**pool.env(), "AWS_ENDPOINT_URL": pool.endpoint}).start()
     try:
-        # WHEN the page asks for a token for alice THEN it verifies as alice's with that secret
-        with urllib.request.urlopen(f"{server.http}/dev/token?user=alice", timeout=5) as response:
-            token = json.load(response)["token"]
-        assert auth.verify_token(token, "a-local-signing-secret-of-32-bytes!") == "alice"
-        # AND a user id that cannot be one is refused with a reason
+        # WHEN the page asks for a token for a new user THEN the pool signs them in, and the token
+        # verifies as theirs with the functions' own check
+        user = f"alice-{uuid.uuid4().hex[:6]}"
+        with urllib.request.urlopen(f"{server.http}/dev/token?user={user}", timeout=5) as response:
+            issued = json.load(response)
+        assert auth.verify_token(issued["token"], auth.user_pool(resources.settings)) == issued["userId"]
+        # AND a name that cannot be a user is refused with a reason
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{server.http}/dev/token?user=a%20b", timeout=5)
         assert refused.value.code == 400
+        # AND config.json gives the page its endpoints, the same keys as on AWS
+        with urllib.request.urlopen(f"{server.http}/config.json", timeout=5) as response:
+            config = json.load(response)
+        assert config == {"websocketUrl": f"ws://localhost:{server.port}/ws", "region": "us-east-1",
+                          "userPoolId": pool.pool_id, "userPoolClientId": pool.client_id,
+                          "cognitoEndpoint": pool.endpoint.rstrip("/") + "/"}
     finally:
         server.stop()
 
@@ -282,9 +292,12 @@ def test_the_chat_page_and_its_assets_are_served(gateway):
 
     with urllib.request.urlopen(f"{gateway.http}/", timeout=5) as response:
         page = response.read().decode()
-    assert "/static/app.js" in page
-    with urllib.request.urlopen(f"{gateway.http}/static/app.js", timeout=5) as response:
+    assert 'src="app.js"' in page and 'href="style.css"' in page
+    # At the site root, as CloudFront serves them on AWS
+    with urllib.request.urlopen(f"{gateway.http}/app.js", timeout=5) as response:
         assert "sendMessage" in response.read().decode()
+    with urllib.request.urlopen(f"{gateway.http}/style.css", timeout=5) as response:
+        assert response.status == 200
 
 
 def test_the_authorizer_runs_before_connect_and_its_context_rides_on_every_event(recorder):

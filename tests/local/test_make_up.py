@@ -87,10 +87,16 @@ def test_make_up_deploys_the_local_target_serves_a_chat_and_stops_everything_on_
                          "==> deploying", "cdklocal deploy",
                          f"http://localhost:{ports['gateway']}/", f"http://localhost:{ports['llm']}/v1"):
             assert expected in printed
-        # AND a client chats through the deployed system
-        base = f"http://localhost:{ports['gateway']}"
-        with urllib.request.urlopen(f"{base}/dev/token?user=carol", timeout=10) as response:
-            token = json.load(response)["token"]
+        # AND it created the user pool and the demo user, whose sign-in it printed
+        from local_runtime.discovery import runtime_environment
+        from local_runtime.identity import DEMO_USER, LocalUserPool, dev_password
+
+        assert f"{DEMO_USER} / {dev_password(DEMO_USER)}" in printed
+        endpoint = f"http://localhost:{ports['emulator']}"
+        env = runtime_environment(endpoint, "dev")
+        pool = LocalUserPool(endpoint, env["USER_POOL_ID"], env["USER_POOL_CLIENT_ID"])
+        # AND that user signs in through cognito-idp, as the page does, and chats through the deployed system
+        token = pool.sign_in(DEMO_USER, dev_password(DEMO_USER))["AccessToken"]
         with connect(f"ws://localhost:{ports['gateway']}/ws?token={token}") as ws:
             ws.send(json.dumps({"action": "sendMessage", "conversationId": "c", "clientMessageId": "m-1",
                                 "message": "deployed with cdklocal?"}))

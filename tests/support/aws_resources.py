@@ -1,5 +1,5 @@
-"""Stand up the queue, DLQ and tables of a deployment in the emulator, from the same key schemas the
-stacks use (`cloudia.schema`), for tests below the level of a full `cdklocal deploy`."""
+"""Stand up the queue, DLQ, tables and user pool of a deployment in the emulator, from the same key
+schemas the stacks use (`cloudia.schema`), for tests below the level of a full `cdklocal deploy`."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,14 @@ import boto3
 
 from cloudia.schema import TABLES
 from cloudia.settings import Resilience, Settings
+from local_runtime.identity import LocalUserPool, ensure_user_pool
 
 
 @dataclass(frozen=True)
 class Resources:
     settings: Settings
     dlq_url: str
+    user_pool: LocalUserPool
 
 
 def create_resources(resilience: Resilience = Resilience(), **overrides) -> Resources:
@@ -41,7 +43,12 @@ def create_resources(resilience: Resilience = Resilience(), **overrides) -> Reso
             attrs.append({"AttributeName": sk, "AttributeType": "S"})
         db.create_table(TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST")
         names[logical] = name
+    # One pool per emulator, as `make up` makes it (its users outlive a test; their ids are unique).
+    pool = ensure_user_pool(sqs.meta.endpoint_url)
     settings = Settings(
+        user_pool_id=pool.pool_id,
+        user_pool_client_id=pool.client_id,
+        cognito_jwks_url=pool.jwks_url,
         jobs_queue_url=queue_url,
         jobs_dlq_url=dlq_url,
         history_table=names["history"],
@@ -50,4 +57,4 @@ def create_resources(resilience: Resilience = Resilience(), **overrides) -> Reso
         resilience=resilience,
         **overrides,
     )
-    return Resources(settings, dlq_url)
+    return Resources(settings, dlq_url, pool)
