@@ -7,7 +7,7 @@ export CDK_DISABLE_VERSION_CHECK := 1
 TARGET ?= local
 STAGE ?= dev
 
-.PHONY: help deps up test synth deploy-local dlq chaos bench clean .system-packages
+.PHONY: help deps up test synth deploy-local dlq users chaos bench clean .system-packages
 
 help:
 	@echo "make up            run the whole system locally (emulator, Redis, deploy, gateway, worker, fake LLM)"
@@ -15,6 +15,7 @@ help:
 	@echo "make synth         synthesize TARGET=aws|local STAGE=dev|prod"
 	@echo "make deploy-local  deploy the local target to the emulator on :4566"
 	@echo "make dlq ARGS=...  inspect and redrive the dead-letter queue"
+	@echo "make users ARGS=... invite, list, disable, enable, delete users (python -m cloudia.users --help)"
 	@echo "make chaos         the chaos and load suite, long form (bounded in time, loopback only)"
 	@echo "make bench         print the benchmarks"
 
@@ -57,6 +58,9 @@ deploy-local: deps
 
 dlq: deps
 	@$(PY) -m cloudia.dlq $(ARGS)
+
+users: deps
+	@$(PY) -m cloudia.users $(ARGS)
 
 chaos: deps
 	@$(PY) -m chaos --long

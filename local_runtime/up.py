@@ -290,7 +290,7 @@ def print_table(ports: Ports, endpoint: str, redis_url: str, log_dir: Path, read
         ("WebSocket (API Gateway event shape)", f"ws://localhost:{ports.gateway}/ws?token=TOKEN"),
         ("management API (@connections)", f"http://localhost:{ports.gateway}/@connections/{{connectionId}}"),
         ("sign in on the page as", f"{identity.DEMO_USER} / {identity.dev_password(identity.DEMO_USER)}"),
-        ("invite another user", "make users ARGS='invite NAME --email EMAIL'  (prints a temporary password)"),
+        ("invite another user", f"make users ARGS='invite NAME --email EMAIL --endpoint-url {endpoint}'"),
         ("a local-only token for user U", f"GET http://localhost:{ports.gateway}/dev/token?user=U"),
         ("AWS emulator", endpoint),
         ("Redis", redis_url.removeprefix("redis://").removesuffix("/0")),
