@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The cloud-ia CDK app. `-c target=aws|local` chooses what is deployed (see docs/architecture.md):
 
-  aws    network + Redis, state, API (functions + WebSocket API), worker (ECS), observability
+  aws    network + Redis, state (+ user pool), API (functions + WebSocket API), worker (ECS),
+         observability, web (the hosted chat page)
   local  state and functions only: the emulator lacks the rest, which runs as local processes
+         (`make up` also creates the user pool in the emulator)
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from stacks.config import AppConfig
 from stacks.network_stack import NetworkStack
 from stacks.observability_stack import ObservabilityStack
 from stacks.state_stack import StateStack
+from stacks.web_stack import WebStack
 from stacks.worker_stack import WorkerStack
 
 
@@ -30,7 +33,8 @@ def build_app(context: dict | None = None) -> cdk.App:
     env = cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION"))
 
     state = StateStack(app, config.stack_name("state"), config=config, env=env,
-                       description="cloud-ia state: jobs queue + DLQ, history, jobs and idempotency tables")
+                       description="cloud-ia state: jobs queue + DLQ, history, jobs and idempotency tables"
+                                   + (", user pool" if config.is_aws else ""))
     if config.is_aws:
         network = NetworkStack(app, config.stack_name("network"), config=config, env=env,
                                description="cloud-ia VPC and ElastiCache Redis")
@@ -39,7 +43,7 @@ def build_app(context: dict | None = None) -> cdk.App:
         network = None
         redis = RedisEndpoint(url=config.local_redis_url)
     api = ApiStack(app, config.stack_name("api"), config=config, env=env, jobs=state.jobs,
-                   tables=state.tables, redis=redis,
+                   tables=state.tables, redis=redis, identity=state.identity,
                    description="cloud-ia WebSocket functions" + (" and API" if config.is_aws else ""))
     if config.is_aws:
         WorkerStack(app, config.stack_name("worker"), config=config, env=env, vpc=network.network.vpc,
@@ -48,6 +52,8 @@ def build_app(context: dict | None = None) -> cdk.App:
         ObservabilityStack(app, config.stack_name("observability"), config=config, env=env, jobs=state.jobs,
                            functions=api.functions.functions,
                            description="cloud-ia alarms, dashboard and cost budget")
+        WebStack(app, config.stack_name("web"), config=config, env=env, identity=state.identity,
+                 websocket=api.websocket, description="cloud-ia hosted chat page (S3 + CloudFront)")
     cdk.Tags.of(app).add("project", "cloud-ia")
     cdk.Tags.of(app).add("stage", config.stage)
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))

@@ -20,6 +20,9 @@ STOP_TIMEOUT_MARGIN_S = 10
 # each bounded (DynamoDB 1 s, Redis 500 ms, SQS 2 s).
 JOB_WRITES_MARGIN_S = 5
 STAGES = ("dev", "prod")
+# What Cognito accepts for an app client's ID/access token lifetime (minutes) and refresh token (days).
+COGNITO_TOKEN_MINUTES = (5, 1440)
+COGNITO_REFRESH_DAYS = (1, 3650)
 
 
 class ConfigError(ValueError):
@@ -56,9 +59,12 @@ class AppConfig:
     # Optional second provider, used while the primary's circuit is open ("" = none).
     llm_fallback_provider: str = ""
     llm_fallback_model: str = ""
-    # Signing secret for connection tokens in the local target only (on AWS it is generated in
-    # Secrets Manager and never appears in a template).
-    local_auth_secret: str = "local-dev-signing-secret-not-for-production"
+    # Sign-in (aws target; `make up` creates the local pool): off, an operator invites each user.
+    user_pool_self_sign_up: bool = False
+    # Lifetime of the ID and access tokens a connection opens with; the page refreshes before expiry.
+    user_pool_access_token_minutes: int = 60
+    # Lifetime of the refresh token: how long a person stays signed in without typing a password.
+    user_pool_refresh_token_days: int = 30
     local_redis_url: str = "redis://localhost:6379/0"
     local_ws_management_endpoint: str = "http://localhost:8080"
 
@@ -73,6 +79,12 @@ class AppConfig:
             raise ConfigError(
                 f"resilience.worker_shutdown_grace_s ({self.resilience.worker_shutdown_grace_s}) + "
                 f"{STOP_TIMEOUT_MARGIN_S} s must fit Fargate's {FARGATE_MAX_STOP_TIMEOUT_S} s stop timeout")
+        if not COGNITO_TOKEN_MINUTES[0] <= self.user_pool_access_token_minutes <= COGNITO_TOKEN_MINUTES[1]:
+            raise ConfigError(f"user_pool_access_token_minutes must be within {COGNITO_TOKEN_MINUTES} "
+                              f"(what Cognito accepts), got {self.user_pool_access_token_minutes}")
+        if not COGNITO_REFRESH_DAYS[0] <= self.user_pool_refresh_token_days <= COGNITO_REFRESH_DAYS[1]:
+            raise ConfigError(f"user_pool_refresh_token_days must be within {COGNITO_REFRESH_DAYS} "
+                              f"(what Cognito accepts), got {self.user_pool_refresh_token_days}")
         if self.resilience.job_liveness_s < 2 * self.resilience.job_heartbeat_s:
             raise ConfigError("resilience.job_liveness_s must be at least two heartbeats (job_heartbeat_s), "
                               "or one late beat makes a live job look dead")
@@ -134,8 +146,23 @@ class AppConfig:
             raw = context.get(name, settings.get(name))
             if raw is None:
                 continue
-            kwargs[name] = int(raw) if isinstance(cls.__dataclass_fields__[name].default, int) else str(raw)
+            kwargs[name] = _typed(cls.__dataclass_fields__[name].default, raw, name)
         try:
             return cls(resilience=resilience_from(resilience), **kwargs)
         except TypeError as exc:
             raise ConfigError(f"incomplete cdk.json context: {exc}") from None
+
+
+def _typed(default: Any, raw: Any, name: str) -> Any:
+    """A context value in the type of its default (a `-c key=value` override is a string)."""
+    if isinstance(default, bool):  # before int: a bool is an int
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).strip().lower() in ("true", "1", "yes"):
+            return True
+        if str(raw).strip().lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    return str(raw)

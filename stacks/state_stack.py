@@ -1,10 +1,11 @@
-"""Stateful resources: what holds work and history. Kept apart from the stateless stacks, with a
-removal policy chosen by stage and logical IDs that must stay stable (a change would replace data)."""
+"""Stateful resources: what holds work, history and users. Kept apart from the stateless stacks, with
+a removal policy chosen by stage and logical IDs that must stay stable (a change would replace data)."""
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from constructs import Construct
 
+from stacks.components.identity import ChatIdentity
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.tables import ChatTables
 from stacks.config import AppConfig
@@ -17,3 +18,12 @@ class StateStack(Stack):
         removal = RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY
         self.jobs = JobsQueue(self, "Jobs", config=config, removal_policy=removal)
         self.tables = ChatTables(self, "Tables", removal_policy=removal)
+        # The user pool on AWS; locally `make up` creates it in the emulator (moto's CloudFormation cannot).
+        self.identity: ChatIdentity | None = None
+        if config.is_aws:
+            self.identity = ChatIdentity(self, "Identity", config=config, removal_policy=removal)
+            # Output by the stack that owns the pool (an output of an imported value is a lint warning).
+            CfnOutput(self, "UserPoolId", value=self.identity.user_pool.user_pool_id,
+                      description="the pool users are invited to (python -m cloudia.users invite)")
+            CfnOutput(self, "UserPoolClientId", value=self.identity.client.user_pool_client_id,
+                      description="the page's app client")

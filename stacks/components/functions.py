@@ -4,10 +4,10 @@ from __future__ import annotations
 from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from stacks.components.identity import ChatIdentity
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.redis_cache import RedisEndpoint
 from stacks.components.runtime_environment import runtime_environment
@@ -21,7 +21,7 @@ SERVICE_NAME = "chat-api"
 
 # handler module -> what it is for
 HANDLERS = {
-    "authorizer": "verifies the connection token of $connect (REQUEST authorizer)",
+    "authorizer": "verifies the Cognito token of $connect (REQUEST authorizer)",
     "connect": "$connect: registers the connection for its user",
     "disconnect": "$disconnect: removes the registration",
     "send_message": "sendMessage: validates, rate-limits and enqueues a job",
@@ -31,16 +31,17 @@ HANDLERS = {
 
 class ChatFunctions(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
-                 tables: ChatTables, redis: RedisEndpoint,
-                 auth_secret: secretsmanager.ISecret | None) -> None:
+                 tables: ChatTables, redis: RedisEndpoint, identity: ChatIdentity | None) -> None:
         super().__init__(scope, construct_id)
         code = function_code()
         environment = runtime_environment(config, service_name=SERVICE_NAME, jobs=jobs, tables=tables,
                                           redis=redis)
-        if auth_secret is not None:
-            environment["AUTH_SECRET_ARN"] = auth_secret.secret_arn
-        else:
-            environment["AUTH_SECRET"] = config.local_auth_secret
+        if identity is not None:
+            # The pool whose tokens the authorizer (and $connect) accept; its key set is the pool's own
+            # JWKS, never configurable here (no COGNITO_JWKS_URL: that is for the local emulator only).
+            # Locally `make up` adds the emulator pool's ids to the runtime environment itself.
+            environment["USER_POOL_ID"] = identity.user_pool.user_pool_id
+            environment["USER_POOL_CLIENT_ID"] = identity.client.user_pool_client_id
 
         self.functions: dict[str, lambda_.Function] = {}
         for module, purpose in HANDLERS.items():
@@ -84,9 +85,6 @@ class ChatFunctions(Construct):
         tables.history.grant_write_data(f["send_message"])
         tables.idempotency.grant_read_write_data(f["send_message"])
         tables.history.grant_read_data(f["default"])
-        if auth_secret is not None:
-            auth_secret.grant_read(f["authorizer"])
-            auth_secret.grant_read(f["connect"])
         if redis.auth_secret is not None:
             for module in ("connect", "disconnect", "send_message", "default"):
                 redis.auth_secret.grant_read(f[module])

@@ -61,6 +61,11 @@ def local_synth() -> Synth:
     return synthesize("local")
 
 
+@pytest.fixture(scope="session", params=["aws", "aws_prod"])
+def any_aws_synth(request) -> Synth:
+    return request.getfixturevalue(f"{request.param}_synth")
+
+
 @pytest.fixture(scope="session", params=["aws", "local"])
 def any_synth(request) -> Synth:
     return request.getfixturevalue(f"{request.param}_synth")

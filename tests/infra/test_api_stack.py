@@ -85,15 +85,15 @@ def test_functions_reach_redis_inside_the_vpc_on_aws(aws_synth):
         assert props["VpcConfig"]["SubnetIds"]
         env = props["Environment"]["Variables"]
         assert json.dumps(env["REDIS_URL"]).startswith('{"Fn::Join"') and "rediss://" in json.dumps(env["REDIS_URL"])
-        assert "REDIS_AUTH_SECRET_ARN" in env and "AUTH_SECRET_ARN" in env and "AUTH_SECRET" not in env
+        assert "REDIS_AUTH_SECRET_ARN" in env
 
 
-def test_local_functions_use_local_redis_and_a_local_secret(local_synth):
+def test_local_functions_use_local_redis(local_synth):
     for props in functions(local_synth).values():
         assert "VpcConfig" not in props
         env = props["Environment"]["Variables"]
         assert env["REDIS_URL"] == "redis://localhost:6379/0"
-        assert env["AUTH_SECRET"] and "AUTH_SECRET_ARN" not in env
+        assert "REDIS_AUTH_SECRET_ARN" not in env
 
 
 def test_websocket_api_routes_by_action(aws_synth):
@@ -104,7 +104,7 @@ def test_websocket_api_routes_by_action(aws_synth):
     assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "ping", "history", "resume"}
 
 
-def test_connect_route_is_guarded_by_the_token_authorizer(aws_synth):
+def test_connect_route_is_guarded_by_the_cognito_token_authorizer(aws_synth):
     template = aws_synth.templates["api"]
     template.has_resource_properties("AWS::ApiGatewayV2::Authorizer", {
         "AuthorizerType": "REQUEST", "IdentitySource": ["route.request.querystring.token"]})
@@ -125,6 +125,19 @@ def test_stage_is_throttled_and_access_logged(aws_synth):
     })
 
 
-def test_token_signing_secret_is_generated_not_written(aws_synth):
-    aws_synth.templates["api"].has_resource_properties("AWS::SecretsManager::Secret", {
-        "GenerateSecretString": Match.object_like({"PasswordLength": 64})})
+def test_only_the_redis_token_is_read_from_secrets_manager(aws_synth):
+    # Cognito's public keys replaced the shared signing secret: the authorizer reads no secret, and
+    # the other functions only Redis's AUTH token.
+    template = aws_synth.templates["api"]
+    secret_reads = {}
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if "secretsmanager:GetSecretValue" in statement["Action"]:
+                for role in policy["Properties"]["Roles"]:
+                    secret_reads.setdefault(role["Ref"], []).append(json.dumps(statement["Resource"]))
+    roles = {v["Properties"]["Handler"].split(".")[0]: v["Properties"]["Role"]["Fn::GetAtt"][0]
+             for v in template.find_resources("AWS::Lambda::Function").values()}
+    assert roles["authorizer"] not in secret_reads
+    for handler in HANDLERS - {"authorizer"}:
+        [resource] = secret_reads[roles[handler]]
+        assert "RedisAuthToken" in resource, (handler, resource)

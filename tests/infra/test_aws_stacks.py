@@ -133,7 +133,7 @@ def test_dashboard_exists(aws_synth):
 
 # The emulators skip these types silently: the local target must not depend on them.
 EMULATOR_LACKS = ("AWS::ElastiCache::", "AWS::ApiGatewayV2::", "AWS::CloudWatch::Alarm", "AWS::ECS::",
-                  "AWS::Budgets::", "AWS::DynamoDB::GlobalTable")
+                  "AWS::Budgets::", "AWS::DynamoDB::GlobalTable", "AWS::Cognito::", "AWS::CloudFront::")
 
 
 def test_local_target_uses_only_what_the_emulator_has(local_synth):

@@ -68,3 +68,9 @@ def test_the_cdk_cli_synthesizes_the_target_with_its_bundled_assets(target, tmp_
         [asset] = [p for p in tmp_path.glob("asset.*") if (p / "send_message.py").exists()]
         assert (asset / "cloudia" / "chat.py").exists() and (asset / "aws_lambda_powertools").is_dir()
         assert not (asset / "botocore").exists()
+        # RS256 (Cognito's tokens) needs cryptography's compiled core, for the Lambda's arm64 Linux.
+        [core] = (asset / "cryptography" / "hazmat" / "bindings").glob("_rust*.so")
+        assert core.read_bytes()[:4] == b"\x7fELF" and core.read_bytes()[18] == 0xB7  # EM_AARCH64
+    if target == "aws":
+        [page] = [p for p in tmp_path.glob("asset.*") if (p / "index.html").exists()]
+        assert (page / "app.js").exists() and (page / "style.css").exists()

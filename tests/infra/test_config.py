@@ -1,4 +1,5 @@
-"""The typed configuration: cdk.json carries every resilience default, and bad context is refused."""
+"""The typed configuration: cdk.json carries every setting and resilience default, and bad context is
+refused."""
 import dataclasses
 import json
 
@@ -16,6 +17,24 @@ def cdk_json_context() -> dict:
 def test_cdk_json_lists_every_resilience_default_with_the_runtime_value():
     context = cdk_json_context()["resilience"]
     assert context == {f.name: f.default for f in dataclasses.fields(Resilience)}
+
+
+def test_cdk_json_lists_every_setting_with_its_default():
+    settings = cdk_json_context()["settings"]
+    assert settings == {f.name: f.default for f in dataclasses.fields(AppConfig)
+                        if f.name not in ("target", "stage", "resilience")}
+
+
+def test_sign_in_defaults_invite_only_with_hour_long_tokens():
+    config = AppConfig.from_context(cdk_json_context())
+    assert config.user_pool_self_sign_up is False
+    assert (config.user_pool_access_token_minutes, config.user_pool_refresh_token_days) == (60, 30)
+
+
+@pytest.mark.parametrize("raw, expected", [("true", True), ("false", False), (True, True), ("0", False)])
+def test_a_boolean_setting_is_typed_from_the_command_line(raw, expected):
+    config = AppConfig.from_context({**cdk_json_context(), "user_pool_self_sign_up": raw})
+    assert config.user_pool_self_sign_up is expected
 
 
 def test_seed_defaults_are_the_configured_ones():
@@ -65,6 +84,9 @@ def test_config_is_frozen():
     ({"resilience": {"no_such_timeout": 1}}, "unknown keys"),
     ({"resilience": {"worker_shutdown_grace_s": 115.0}}, "Fargate's 120 s stop timeout"),
     ({"resilience": {"job_heartbeat_s": 20.0, "job_liveness_s": 30.0}}, "at least two heartbeats"),
+    ({"user_pool_self_sign_up": "maybe"}, "must be true or false"),
+    ({"user_pool_access_token_minutes": "2"}, "user_pool_access_token_minutes must be within"),
+    ({"user_pool_refresh_token_days": "0"}, "user_pool_refresh_token_days must be within"),
 ])
 def test_bad_context_is_refused_with_a_clear_error(override, message):
     context = {**cdk_json_context(), **override}

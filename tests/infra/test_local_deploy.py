@@ -62,3 +62,18 @@ def test_a_job_sent_to_the_deployed_queue_reaches_the_dlq_after_5_receives(local
     moved = sqs.receive_message(QueueUrl=env["JOBS_DLQ_URL"], WaitTimeSeconds=1)["Messages"]
     assert [m["Body"] for m in moved] == ['{"poison": true}']
     sqs.delete_message(QueueUrl=env["JOBS_DLQ_URL"], ReceiptHandle=moved[0]["ReceiptHandle"])
+
+
+
+def test_deployed_functions_carry_no_signing_secret_and_no_pool_of_the_stacks(local_deployment):
+    # Tokens are Cognito's (RS256 against the pool's key set). moto's CloudFormation creates no user
+    # pool, so the local runtime adds the emulator pool's ids and JWKS URL itself; the stacks give the
+    # deployed functions neither, and no signing secret.
+    from local_runtime.discovery import deployed_functions
+
+    lambda_client = local_deployment.client("lambda")
+    for name in deployed_functions(local_deployment.endpoint).values():
+        env = lambda_client.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        assert env["JOBS_QUEUE_URL"], name
+        assert not [key for key in env if key.startswith("AUTH_SECRET")], name
+        assert not {"USER_POOL_ID", "USER_POOL_CLIENT_ID", "COGNITO_JWKS_URL"} & set(env), name
