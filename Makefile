@@ -7,11 +7,12 @@ export CDK_DISABLE_VERSION_CHECK := 1
 TARGET ?= local
 STAGE ?= dev
 
-.PHONY: help deps up test synth deploy-local dlq users chaos bench clean .system-packages
+.PHONY: help deps up test image-test synth deploy-local dlq users chaos bench clean .system-packages
 
 help:
 	@echo "make up            run the whole system locally (emulator, Redis, deploy, gateway, worker, fake LLM)"
 	@echo "make test          run every test"
+	@echo "make image-test    build the worker image for arm64 (under qemu) and smoke-run it (minutes)"
 	@echo "make synth         synthesize TARGET=aws|local STAGE=dev|prod"
 	@echo "make deploy-local  deploy the local target to the emulator on :4566"
 	@echo "make dlq ARGS=...  inspect and redrive the dead-letter queue"
@@ -33,10 +34,16 @@ node_modules/.installed: package.json package-lock.json
 	@npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# redis-server (tests and `make up`) and Chromium (browser tests), from Debian's packages.
+# From Debian's packages: redis-server (tests and `make up`), Chromium (browser tests), and podman with
+# what it needs to build and run the worker image as root (tests/image): buildah, runc (crun refuses a
+# mixed cgroup v1/v2 layout), uidmap, debootstrap (the stand-in base when no registry can be reached).
+# `make image-test` adds qemu-user-static and binfmt-support (the arm64 build) through EXTRA_PACKAGES.
 .system-packages:
-	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	 test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	@missing=""; need() { command -v "$$1" >/dev/null || test -x "$$1" || missing="$$missing $$2"; }; \
+	 need redis-server redis-server; need /usr/bin/chromium chromium; \
+	 need podman podman; need buildah buildah; need /usr/sbin/runc runc; need newuidmap uidmap; \
+	 need /usr/sbin/debootstrap debootstrap; \
+	 for pair in $(EXTRA_PACKAGES); do need "$${pair%%=*}" "$${pair#*=}"; done; \
 	 if [ -n "$$missing" ]; then \
 	   echo "==> system packages:$$missing"; \
 	   if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -48,6 +55,12 @@ up: deps
 
 test: deps
 	@$(PY) -m pytest
+
+# The worker image for arm64, the platform the stacks deploy, built under qemu-user-static (on a
+# debootstrap'd arm64 base where no registry answers) and smoke-run: minutes cold, not in `make test`.
+image-test: EXTRA_PACKAGES := qemu-aarch64-static=qemu-user-static /usr/sbin/update-binfmts=binfmt-support
+image-test: deps
+	@$(PY) -m pytest tests/image/arm64_image.py
 
 synth: deps
 	@npx cdk synth -c target=$(TARGET) -c stage=$(STAGE) -q -o cdk.out.$(TARGET)-$(STAGE)
