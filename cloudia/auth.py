@@ -31,6 +31,10 @@ POOL_ID_PATTERN = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d)_[A-Za-z0-9]+$"
 JWKS_CACHE_S = 3600
 JWKS_TIMEOUT_S = 3
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# The pool's password policy (cognito-idp's shape), the same on both targets: the stacks give it to
+# the aws pool, `make up` to the emulator's.
+PASSWORD_POLICY = {"MinimumLength": 12, "RequireUppercase": True, "RequireLowercase": True,
+                   "RequireNumbers": True, "RequireSymbols": True}
 
 
 def user_pool_name(target: str, stage: str) -> str:

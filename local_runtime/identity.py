@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 import boto3
 
-from cloudia.auth import user_pool_name
+from cloudia.auth import PASSWORD_POLICY, user_pool_name
 from local_runtime.emulator import EMULATOR_REGION
 
 APP_CLIENT_NAME = "web"
 AUTH_FLOWS = ["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
-# The same policy the stacks give the pool on AWS.
-PASSWORD_POLICY = {"MinimumLength": 12, "RequireUppercase": True, "RequireLowercase": True,
-                   "RequireNumbers": True, "RequireSymbols": True}
 DEMO_USER = "demo"
 
 

@@ -11,10 +11,9 @@ from aws_cdk import aws_cognito as cognito
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from cloudia.auth import user_pool_name
+from cloudia.auth import PASSWORD_POLICY, user_pool_name
 from stacks.config import AppConfig
 
-PASSWORD_MIN_LENGTH = 12
 # An invited user's temporary password expires after this many days unused.
 TEMPORARY_PASSWORD_DAYS = 7
 
@@ -35,8 +34,10 @@ class ChatIdentity(Construct):
             auto_verify=cognito.AutoVerifiedAttrs(email=True),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             password_policy=cognito.PasswordPolicy(
-                min_length=PASSWORD_MIN_LENGTH, require_lowercase=True, require_uppercase=True,
-                require_digits=True, require_symbols=True,
+                min_length=PASSWORD_POLICY["MinimumLength"],
+                require_lowercase=PASSWORD_POLICY["RequireLowercase"],
+                require_uppercase=PASSWORD_POLICY["RequireUppercase"],
+                require_digits=PASSWORD_POLICY["RequireNumbers"], require_symbols=PASSWORD_POLICY["RequireSymbols"],
                 temp_password_validity=Duration.days(TEMPORARY_PASSWORD_DAYS)),
             # prod: each user may add an authenticator app (TOTP); SMS is never used (cost, SIM swap).
             mfa=cognito.Mfa.OPTIONAL if config.is_prod else cognito.Mfa.OFF,
