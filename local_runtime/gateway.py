@@ -7,8 +7,12 @@ deployed handlers' code in-process (the emulator cannot run Lambda code without 
 the API Gateway Management API (`POST`/`GET`/`DELETE /@connections/{id}`), so the worker's code is
 the same as on AWS. It also serves the web chat page and a local-only token endpoint.
 
-API Gateway's limits are kept: frame size, idle timeout, maximum connection time, and dead
-connections are found by a heartbeat and cleaned up with a `$disconnect` each.
+API Gateway's limits are kept: frame size, the 128 KB message payload on every message it sends
+(route replies and `@connections` posts alike), idle timeout, maximum connection time, and dead
+connections are found by a heartbeat and cleaned up with a `$disconnect` each. A connection that
+does not keep up is shed: past a bound on its frames in flight or on the messages waiting to be sent
+to it, it is closed (1008) and gets its `$disconnect`, so one slow reader cannot grow the gateway.
+Connection tokens never reach the logs: a query value named like a token is redacted in every line.
 
     python -m local_runtime.gateway --port 8080
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import concurrent.futures
 import datetime
 import functools
@@ -47,7 +52,9 @@ DEFAULT_PORT = 8080
 DEFAULT_STAGE = "local"
 # API Gateway WebSocket quotas (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
 MAX_FRAME_BYTES = 32 * 1024
-MAX_PAYLOAD_BYTES = 128 * 1024  # a @connections POST body
+# "Message payload size 128 KB": every message API Gateway sends, a @connections POST body or a route
+# reply. A POST over it is refused with 413; a route reply over it is not delivered (see _reply).
+MAX_PAYLOAD_BYTES = 128 * 1024
 IDLE_TIMEOUT_S = 600.0
 MAX_CONNECTION_S = 7200.0
 # Ping every 30 s; a connection that misses its pong is dead and gets its $disconnect.
@@ -56,6 +63,21 @@ HEARTBEAT_S = 30.0
 HANDLER_THREADS = 16
 LAMBDA_TIMEOUT_S = 29.0
 LAMBDA_MEMORY_MB = 256
+# Shedding a connection that does not keep up. API Gateway documents no per-connection figure (its
+# buffers are its own); here one client must not grow the process that serves everyone. The page has
+# a few frames outstanding at most and the chaos fuzzer pipelines 25: past 64 a client is flooding.
+# 64 frames of at most 32 KB bound what one connection holds inbound to 2 MB.
+MAX_FRAMES_IN_FLIGHT = 64
+# Messages accepted for a connection (route replies, @connections posts) and not yet written to its
+# socket; the kernel's socket buffers come first, so a reader this far behind has stopped reading.
+# 1 MiB is 8 maximum-size messages; 256 messages is hundreds of streamed tokens behind.
+MAX_PENDING_SEND_BYTES = 1024 * 1024
+MAX_PENDING_SEND_MESSAGES = 256
+# How long a close waits for the client's close frame before the socket is dropped (a client that does
+# not read never answers; aiohttp would wait 10 s, or forever for a full send buffer).
+CLOSE_TIMEOUT_S = 2.0
+# The close of a shed connection: 1008 (policy violation), the code for a peer breaking the rules.
+SHED_CLOSE_CODE = WSCloseCode.POLICY_VIOLATION
 
 # Frame `action` -> route key, as the deployed API defines its routes; anything else is `$default`.
 ACTION_ROUTES = ("sendMessage", "ping", "history", "resume")
@@ -82,12 +104,23 @@ class GatewayConfig:
     port: int = DEFAULT_PORT
     stage: str = DEFAULT_STAGE
     max_frame_bytes: int = MAX_FRAME_BYTES
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_frames_in_flight: int = MAX_FRAMES_IN_FLIGHT
+    max_pending_send_bytes: int = MAX_PENDING_SEND_BYTES
+    max_pending_send_messages: int = MAX_PENDING_SEND_MESSAGES
+    close_timeout_s: float = CLOSE_TIMEOUT_S
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_connection_s: float = MAX_CONNECTION_S
     heartbeat_s: float = HEARTBEAT_S
     handler_threads: int = HANDLER_THREADS
     handler_timeout_s: float = LAMBDA_TIMEOUT_S
     web_dir: Path = WEB_DIR
+
+    def __post_init__(self):
+        if self.max_pending_send_bytes < self.max_payload_bytes:
+            raise ValueError("max_pending_send_bytes must hold at least one message of max_payload_bytes")
+        if self.max_frames_in_flight < 1 or self.max_pending_send_messages < 1:
+            raise ValueError("max_frames_in_flight and max_pending_send_messages must be at least 1")
 
 
 @dataclass
@@ -189,6 +222,43 @@ def _request_time(epoch_s: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
+# ---------- secrets out of the logs ----------
+# A query value whose name says token (token, access_token, id_token, ...) or password, and anything
+# shaped like a JWT wherever it appears (a token in a URL, a header, an exception's text).
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[a-z0-9_.-]*token|password|secret)=)[^&\s\"'#]*")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+REDACTED = "REDACTED"
+# The gateway's own logger and aiohttp's (the access log writes each request line, query included).
+GATEWAY_LOGGERS = ("cloudia.gateway", "aiohttp.access", "aiohttp.server", "aiohttp.web", "aiohttp.websocket")
+
+
+def redact(text: str) -> str:
+    """`text` with every connection token replaced by REDACTED."""
+    return _JWT.sub(REDACTED, _SECRET_QUERY.sub(lambda m: m.group(1) + REDACTED, text))
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message (and its traceback's text) with the tokens redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def install_log_redaction(*handlers: logging.Handler) -> None:
+    """On the gateway's loggers (whatever handlers the process has) and on `handlers` (the process's own,
+    so a line any library logs is redacted too). Idempotent."""
+    targets = [logging.getLogger(name) for name in GATEWAY_LOGGERS] + list(handlers)
+    for target in targets:
+        if not any(isinstance(f, RedactSecrets) for f in target.filters):
+            target.addFilter(RedactSecrets())
+
+
 @dataclass
 class Connection:
     connection_id: str
@@ -199,6 +269,16 @@ class Connection:
     last_active_s: float
     authorizer: dict | None = None  # the authorizer's context, on every event of the connection
     closed_by_gateway: str = ""  # why the gateway closed it (disconnectReason)
+    close_code: int | None = None  # the code the gateway closed it with (disconnectStatusCode)
+    transport: asyncio.Transport | None = None  # to drop a client that does not answer a close
+    closing: bool = False  # the gateway is closing it, or it is gone: no frame is invoked, nothing sent
+    in_flight: set = field(default_factory=set)  # its frames whose handlers have not returned
+    # What is accepted for it and not yet written to its socket: (data, size); one writer sends them
+    # in order, so a connection's memory is these bytes, not one buffer per frame.
+    outbox: collections.deque = field(default_factory=collections.deque)
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pending_bytes: int = 0
+    writer: asyncio.Task | None = None
 
 
 class Gateway:
@@ -211,10 +291,12 @@ class Gateway:
             max_workers=config.handler_threads, thread_name_prefix="lambda"
         )
         self._reaper: asyncio.Task | None = None
+        self._closings: set[asyncio.Task] = set()
+        install_log_redaction()
 
     # ---------- app ----------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_PAYLOAD_BYTES + 1024)
+        app = web.Application(client_max_size=self.config.max_payload_bytes + 1024)
         app.router.add_get("/", self.page)
         app.router.add_get("/config.json", self.page_config)
         app.router.add_get("/ws", self.websocket)
@@ -238,9 +320,8 @@ class Gateway:
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def _close_all(self, _app) -> None:
-        for conn in list(self._connections.values()):
-            conn.closed_by_gateway = "Going away"
-            await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"Going away")
+        await asyncio.gather(*(self._close(conn, WSCloseCode.GOING_AWAY, "Going away")
+                               for conn in list(self._connections.values())))
 
     async def _stop(self, _app) -> None:
         if self._reaper:
@@ -319,10 +400,11 @@ class Gateway:
             max_msg_size=self.config.max_frame_bytes * 4,
         )
         await ws.prepare(request)
-        conn = Connection(connection_id, ws, source_ip, user_agent, now, now, context.get("authorizer"))
+        conn = Connection(connection_id, ws, source_ip, user_agent, now, now, context.get("authorizer"),
+                          transport=request.transport)
         self._connections[connection_id] = conn
+        conn.writer = asyncio.create_task(self._write_forever(conn))
         LOG.info("connected %s", connection_id)
-        in_flight: set[asyncio.Task] = set()
         try:
             async for msg in ws:
                 conn.last_active_s = time.time()
@@ -332,19 +414,28 @@ class Gateway:
                     data, is_binary = msg.data, True
                 else:
                     continue
+                if conn.closing:
+                    continue  # the gateway is closing it: what it still sends is not invoked
                 if len(data) > self.config.max_frame_bytes:
-                    await self._send(conn, protocol.dumps(protocol.error(
+                    self._send(conn, protocol.dumps(protocol.error(
                         f"Frame too large: {len(data)} bytes, the limit is {self.config.max_frame_bytes}.",
                         reason="frame_too_large")))
-                    conn.closed_by_gateway = "Message too big"
-                    await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"Message too big")
+                    await self._flushed(conn)  # the error goes out before the close
+                    await self._close(conn, WSCloseCode.MESSAGE_TOO_BIG, "Message too big")
                     break
+                if len(conn.in_flight) >= self.config.max_frames_in_flight:
+                    self._shed(conn, f"Too many frames in flight (over {self.config.max_frames_in_flight})")
+                    continue
                 # Each frame is its own invocation, as on API Gateway: a slow send does not hold a ping.
                 task = asyncio.create_task(self._on_frame(conn, data, is_binary))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                conn.in_flight.add(task)
+                task.add_done_callback(conn.in_flight.discard)
         finally:
             self._connections.pop(connection_id, None)
+            conn.closing = True
+            if conn.writer:
+                conn.writer.cancel()
+            self._drop_outbox(conn)
             await self._disconnect(conn, context)
         return ws
 
@@ -356,16 +447,30 @@ class Gateway:
         event = self._event(route, "MESSAGE", context, body=body, is_base64=is_binary)
         response = await self._invoke(route, event)
         if response is _FAILED:
-            await self._send(conn, protocol.dumps(protocol.error(
-                "Internal server error", reason="handler_failed")))
+            self._send(conn, protocol.dumps(protocol.error("Internal server error", reason="handler_failed")))
             return
         reply = _body_of(response)
         if reply:
-            await self._send(conn, reply)
+            self._reply(conn, route, event["requestContext"]["requestId"], reply)
+
+    def _reply(self, conn: Connection, route: str, request_id: str, reply: str) -> None:
+        """A route's reply, within API Gateway's message payload quota (128 KB, like any message it
+        sends). One over it is not delivered: the integration response fails, and the client gets API
+        Gateway's error frame for a failed integration, on a connection that stays open."""
+        size = len(reply.encode("utf-8", "surrogatepass"))
+        if size <= self.config.max_payload_bytes:
+            self._send(conn, reply)
+            return
+        LOG.error("route reply of %s for %s not delivered: %d bytes, over the %d-byte message payload "
+                  "quota (API Gateway sends the client an Internal server error instead)", route,
+                  conn.connection_id, size, self.config.max_payload_bytes)
+        self._send(conn, json.dumps({"message": "Internal server error", "connectionId": conn.connection_id,
+                                     "requestId": request_id}))
 
     async def _disconnect(self, conn: Connection, context: dict) -> None:
         ws = conn.ws
-        code = ws.close_code if ws.close_code is not None else WSCloseCode.ABNORMAL_CLOSURE
+        code = conn.close_code or ws.close_code
+        code = code if code is not None else WSCloseCode.ABNORMAL_CLOSURE
         lost = code in (WSCloseCode.ABNORMAL_CLOSURE, None)
         reason = conn.closed_by_gateway or ("Connection lost" if lost else "Client closed")
         event = self._event("$disconnect", "DISCONNECT", context)
@@ -373,14 +478,105 @@ class Gateway:
         LOG.info("disconnected %s (%s %s)", conn.connection_id, code, reason)
         await self._invoke("$disconnect", event)
 
-    async def _send(self, conn: Connection, text: str) -> bool:
-        if conn.ws.closed:
+    # ---------- sending: one ordered, bounded outbox per connection ----------
+    def _send(self, conn: Connection, data: str | bytes) -> bool:
+        """Accept `data` for the connection's writer; False if it is closing, or is shed now because
+        this message would take it past its pending bounds (a reader that has fallen that far behind
+        is not reading)."""
+        if conn.closing or conn.ws.closed:
             return False
+        size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+        if len(conn.outbox) + 1 > self.config.max_pending_send_messages:
+            self._shed(conn, f"Slow reader: over {self.config.max_pending_send_messages} messages pending")
+            return False
+        if conn.pending_bytes + size > self.config.max_pending_send_bytes:
+            self._shed(conn, f"Slow reader: over {self.config.max_pending_send_bytes} bytes pending")
+            return False
+        conn.outbox.append((data, size))
+        conn.pending_bytes += size
+        conn.outbox_ready.set()
+        return True
+
+    async def _flushed(self, conn: Connection) -> None:
+        """Wait, at most the close timeout, until the outbox is written."""
+        deadline = time.monotonic() + self.config.close_timeout_s
+        while conn.outbox and not conn.closing and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _write_forever(self, conn: Connection) -> None:
+        """The connection's only writer: its messages in the order accepted, one at a time, so what
+        waits for a slow reader is the outbox (bounded), never a buffer per frame in aiohttp."""
+        ws = conn.ws
+        while True:
+            if not conn.outbox:
+                conn.outbox_ready.clear()
+                await conn.outbox_ready.wait()
+                continue
+            data, size = conn.outbox[0]
+            try:
+                if isinstance(data, str):
+                    await ws.send_str(data)
+                else:
+                    await ws.send_bytes(data)
+            except (ConnectionError, RuntimeError):
+                pass  # the connection is going: its receive loop ends and cleans it up
+            except Exception:  # noqa: BLE001 - one message that cannot be sent does not stop the rest
+                LOG.exception("sending to %s failed", conn.connection_id)
+            finally:
+                if conn.outbox:
+                    conn.outbox.popleft()
+                    conn.pending_bytes -= size
+
+    def _drop_outbox(self, conn: Connection) -> None:
+        conn.outbox.clear()
+        conn.pending_bytes = 0
+
+    # ---------- closing ----------
+    def _shed(self, conn: Connection, reason: str) -> None:
+        """Close a connection that does not keep up; its `$disconnect` runs as for any close."""
+        if conn.closing:
+            return
+        LOG.warning("shedding %s: %s (%d frames in flight, %d messages / %d bytes pending)",
+                    conn.connection_id, reason, len(conn.in_flight), len(conn.outbox), conn.pending_bytes)
+        self._close_later(conn, SHED_CLOSE_CODE, reason)
+
+    def _close_later(self, conn: Connection, code: int, reason: str) -> None:
+        if not self._begin_close(conn, code, reason):
+            return
+        task = asyncio.create_task(self._finish_close(conn, code, reason))
+        self._closings.add(task)
+        task.add_done_callback(self._closings.discard)
+
+    async def _close(self, conn: Connection, code: int, reason: str) -> None:
+        if self._begin_close(conn, code, reason):
+            await self._finish_close(conn, code, reason)
+
+    def _begin_close(self, conn: Connection, code: int, reason: str) -> bool:
+        """From now on nothing is invoked for it or sent to it, and what waited to be sent is dropped.
+        False if it was already closing."""
+        if conn.closing:
+            return False
+        conn.closing = True
+        conn.closed_by_gateway, conn.close_code = reason, int(code)
+        if conn.writer:
+            conn.writer.cancel()
+        self._drop_outbox(conn)
+        return True
+
+    async def _finish_close(self, conn: Connection, code: int, reason: str) -> None:
+        """Close with `code` and `reason`; a client that does not answer within the close timeout (one
+        that does not read) has its socket dropped."""
+        answered = False
         try:
-            await conn.ws.send_str(text)
-            return True
-        except (ConnectionError, RuntimeError):
-            return False
+            await asyncio.wait_for(conn.ws.close(code=code, message=reason.encode()[:123]),
+                                   timeout=self.config.close_timeout_s)
+            answered = True
+        except asyncio.TimeoutError:
+            pass
+        except Exception:  # noqa: BLE001 - a close that fails still ends in a dropped socket
+            LOG.debug("close of %s failed", conn.connection_id, exc_info=True)
+        if not answered and conn.transport is not None:
+            conn.transport.abort()
 
     def _event(self, route: str, event_type: str, ctx: dict, request: web.Request | None = None,
                body: str | None = None, is_base64: bool = False) -> dict:
@@ -458,15 +654,17 @@ class Gateway:
     async def post_to_connection(self, request: web.Request) -> web.Response:
         conn = self._connections.get(request.match_info["connection_id"])
         data = await request.read()
-        if len(data) > MAX_PAYLOAD_BYTES:
+        if len(data) > self.config.max_payload_bytes:
             return _aws_error(413, "PayloadTooLargeException", "Payload too large")
         if conn is None or conn.ws.closed:
             return _gone()
         try:
-            await conn.ws.send_str(data.decode("utf-8"))
+            message: str | bytes = data.decode("utf-8")
         except UnicodeDecodeError:
-            await conn.ws.send_bytes(data)
-        except (ConnectionError, RuntimeError):
+            message = data
+        # Accepted for delivery, as API Gateway answers; a connection this takes past its pending
+        # bounds is shed, and the post is answered as one to a closed connection.
+        if not self._send(conn, message):
             return _gone()
         return web.Response(status=200)
 
@@ -485,8 +683,7 @@ class Gateway:
         conn = self._connections.get(request.match_info["connection_id"])
         if conn is None:
             return _gone()
-        conn.closed_by_gateway = "Connection deleted"
-        await conn.ws.close(code=WSCloseCode.OK, message=b"Connection deleted")
+        await self._close(conn, WSCloseCode.OK, "Connection deleted")
         return web.Response(status=204)
 
     # ---------- limits ----------
@@ -496,14 +693,15 @@ class Gateway:
             await asyncio.sleep(interval_s)
             now = time.time()
             for conn in list(self._connections.values()):
+                if conn.closing:
+                    continue
                 if now - conn.connected_at_s >= self.config.max_connection_s:
                     reason = "Going away: maximum connection duration reached"
                 elif now - conn.last_active_s >= self.config.idle_timeout_s:
                     reason = "Going away: idle timeout"
                 else:
                     continue
-                conn.closed_by_gateway = reason
-                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
+                self._close_later(conn, WSCloseCode.GOING_AWAY, reason)  # never held by a stuck client
 
     @property
     def connection_ids(self) -> list[str]:
@@ -576,6 +774,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat-s", type=float, default=_env_float("GATEWAY_HEARTBEAT_S", HEARTBEAT_S))
     parser.add_argument("--max-frame-bytes", type=int,
                         default=int(os.environ.get("GATEWAY_MAX_FRAME_BYTES", MAX_FRAME_BYTES)))
+    parser.add_argument("--max-frames-in-flight", type=int,
+                        default=int(os.environ.get("GATEWAY_MAX_FRAMES_IN_FLIGHT", MAX_FRAMES_IN_FLIGHT)),
+                        help="a connection with more frames being handled is closed (1008)")
+    parser.add_argument("--max-pending-send-bytes", type=int,
+                        default=int(os.environ.get("GATEWAY_MAX_PENDING_SEND_BYTES", MAX_PENDING_SEND_BYTES)),
+                        help="a connection with more bytes waiting to be sent to it is closed (1008)")
+    parser.add_argument("--max-pending-send-messages", type=int,
+                        default=int(os.environ.get("GATEWAY_MAX_PENDING_SEND_MESSAGES", MAX_PENDING_SEND_MESSAGES)),
+                        help="a connection with more messages waiting to be sent to it is closed (1008)")
     parser.add_argument("--invoke", choices=("in-process", "lambda"),
                         default=os.environ.get("GATEWAY_INVOKE", "in-process"),
                         help="run the functions' code in this process (moto), or call the deployed "
@@ -585,9 +792,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s gateway %(levelname)s %(message)s")
+    install_log_redaction(*logging.getLogger().handlers)  # every line this process logs, any library's
     config = GatewayConfig(host=args.host, port=args.port, stage=args.stage, idle_timeout_s=args.idle_timeout_s,
                            max_connection_s=args.max_connection_s, heartbeat_s=args.heartbeat_s,
-                           max_frame_bytes=args.max_frame_bytes)
+                           max_frame_bytes=args.max_frame_bytes, max_frames_in_flight=args.max_frames_in_flight,
+                           max_pending_send_bytes=args.max_pending_send_bytes,
+                           max_pending_send_messages=args.max_pending_send_messages)
     handlers = None
     if args.invoke == "lambda":
         endpoint = os.environ.get("AWS_ENDPOINT_URL")
