@@ -18,13 +18,13 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
-from cloudia import aws, redis_client
+from cloudia import aws, protocol, redis_client
 from cloudia.breaker import circuit_is_open
-from cloudia.connections import ConnectionRegistry
+from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
 from cloudia.frames import History, SendMessage
 from cloudia.history import USER, Entry, HistoryStore
 from cloudia.jobs import FAILED, Job, JobStore, now_ms
-from cloudia.limits import UsageLimits, estimate_tokens
+from cloudia.limits import TooManyConnections, UsageLimits, estimate_tokens
 from cloudia.schema import IDEMPOTENCY_PARTITION_KEY, IDEMPOTENCY_TTL_ATTRIBUTE
 from cloudia.settings import Settings
 
@@ -43,6 +43,13 @@ class NotConnected(Exception):
     """The connection is unknown (never registered, or its registration expired)."""
 
     reason = "unauthenticated"
+
+
+class ConnectionClosed(NotConnected):
+    """The connection's `$disconnect` already ran: a frame of it that was still in flight is refused
+    rather than registering the connection again (nobody reads the reply; a page resends on reconnect)."""
+
+    reason = "connection_closed"
 
 
 class EnqueueFailed(Exception):
@@ -67,10 +74,11 @@ class ChatService:
         resilience = settings.resilience
         self.settings = settings
         self._redis = redis
-        self.connections = ConnectionRegistry(redis, resilience.connection_ttl_s)
+        self.connections = ConnectionRegistry(redis, resilience.connection_ttl_s, resilience.connection_tombstone_s)
         self.history = HistoryStore(dynamodb, settings.history_table, resilience)
         self.jobs = JobStore(dynamodb, settings.jobs_table, resilience)
-        self.limits = UsageLimits(redis, resilience.rate_limit_per_minute, resilience.daily_token_budget)
+        self.limits = UsageLimits(redis, resilience.rate_limit_per_minute, resilience.daily_token_budget,
+                                  resilience.frame_rate_limit_per_minute)
         self._sqs = sqs
         self._idempotency = IdempotencyConfig(
             event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH,
@@ -105,21 +113,45 @@ class ChatService:
 
     # Connections
     def connect(self, connection_id: str, user_id: str) -> None:
-        self.connections.register(connection_id, user_id)
+        """Register a new connection of the user, within `max_connections_per_user`."""
+        cap = self.settings.resilience.max_connections_per_user
+        outcome = self.connections.register(connection_id, user_id, max_per_user=cap)
+        if outcome == AT_CAPACITY:
+            raise TooManyConnections(protocol.TOO_MANY_CONNECTIONS_MESSAGE.format(limit=cap))
+        if outcome == CLOSED:
+            raise ConnectionClosed(protocol.CONNECTION_CLOSED_MESSAGE)
 
     def disconnect(self, connection_id: str) -> None:
         self.connections.unregister(connection_id)
 
+    def _register_again(self, connection_id: str, user_id: str) -> None:
+        """A connection API Gateway still holds open (it was admitted at `$connect`, so the cap is not
+        counted again) whose registration was lost; refused once its `$disconnect` ran."""
+        if self.connections.register(connection_id, user_id) == CLOSED:
+            logger.info("frame of a closed connection: not registered again")
+            raise ConnectionClosed(protocol.CONNECTION_CLOSED_MESSAGE)
+
     def current_user(self, connection_id: str, authorized_user: str | None = None) -> str:
         """The connection's user. On AWS the authorizer's user rides on every event: a connection
-        whose registration expired is registered again so answers still find it."""
+        whose registration expired is registered again so answers still find it (unless it closed)."""
         user_id = self.connections.user_of(connection_id)
         if authorized_user and user_id != authorized_user:
-            self.connections.register(connection_id, authorized_user)
+            self._register_again(connection_id, authorized_user)
             return authorized_user
         if user_id is None:
             raise NotConnected("this connection is not registered (expired or unknown): reconnect")
         return user_id
+
+    def frame_user(self, connection_id: str, authorized_user: str | None = None) -> str:
+        """Whose frame this is, registering nothing: the authorizer's user, else the registration's."""
+        user_id = authorized_user or self.connections.user_of(connection_id)
+        if user_id is None:
+            raise NotConnected("this connection is not registered (expired or unknown): reconnect")
+        return user_id
+
+    def admit_frame(self, user_id: str) -> None:
+        """Count a `ping` or `history` frame against the user's rate limit, or raise `RateLimited`."""
+        self.limits.admit_frame(user_id)
 
     def heartbeat(self, connection_id: str, authorized_user: str | None = None) -> bool:
         """Renew the connection's TTL (the client's periodic ping). True if its registration was lost
@@ -128,7 +160,7 @@ class ChatService:
             return False
         if not authorized_user:
             raise NotConnected("this connection is not registered (expired or unknown): reconnect")
-        self.connections.register(connection_id, authorized_user)
+        self._register_again(connection_id, authorized_user)
         return True
 
     # Messages

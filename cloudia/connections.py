@@ -2,28 +2,79 @@
 
 API Gateway drops a connection after 2 h, so a registration expires with it; `ping` renews it. The
 worker pushes an answer to every *current* connection of the user, not only the one that asked.
+
+Keys: `conn:{connectionId}` -> user id and the set `user:{userId}:conns`, both with the connection
+TTL; `gone:{connectionId}` a tombstone that `unregister` leaves for `tombstone_s`.
+
+A frame can still be in flight when its connection's `$disconnect` runs; its handler must not
+register the connection again (a zombie registration lives for the whole TTL, and the worker pushes
+every answer to it). So every registration is one Lua script that refuses a tombstoned connection,
+and `unregister` writes the tombstone in the same transaction that deletes the registration: a handler's
+write lands either before the delete (and is deleted) or after the tombstone (and is refused). The
+tombstone outlives any handler (see `Resilience.connection_tombstone_s`); API Gateway never gives an
+id to a second connection, so it refuses nothing else.
+
+The scripts read the keys of a user's other connections (to count them), so the registry needs Redis
+without cluster mode (the deployment's replication group), as its transactions across keys already do.
 """
 from __future__ import annotations
 
 import redis
 
-from cloudia.schema import connection_key, user_connections_key
+from cloudia.schema import connection_key, connection_tombstone_key, user_connections_key
+from cloudia.settings import Resilience
+
+REGISTERED, CLOSED, AT_CAPACITY = "registered", "closed", "at_capacity"
+
+# KEYS: connection, the user's connections, the connection's tombstone.
+# ARGV: user id, TTL s, cap (0: none), the prefix of a connection's key, connection id.
+# With a cap, the user's live registrations other than this one are counted first; a member whose key
+# expired or belongs to another user is pruned on the way, so expiry and disconnects free a place.
+# A connection already registered to this user is renewed without counting.
+_REGISTER = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0} end
+local cap = tonumber(ARGV[3])
+local live = 0
+if cap > 0 and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if member ~= ARGV[5] and redis.call('GET', ARGV[4] .. member) == ARGV[1] then
+      live = live + 1
+    else
+      redis.call('SREM', KEYS[2], member)
+    end
+  end
+  if live >= cap then return {-2, live} end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {0, live + 1}
+"""
+_OUTCOMES = {0: REGISTERED, -1: CLOSED, -2: AT_CAPACITY}
 
 
 class ConnectionRegistry:
-    def __init__(self, client: redis.Redis, ttl_s: int):
+    def __init__(self, client: redis.Redis, ttl_s: int,
+                 tombstone_s: int = Resilience().connection_tombstone_s):
         self._redis = client
         self._ttl_s = ttl_s
+        self._tombstone_s = tombstone_s
+        self._register = client.register_script(_REGISTER)
 
-    def register(self, connection_id: str, user_id: str) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(connection_key(connection_id), user_id, ex=self._ttl_s)
-        pipe.sadd(user_connections_key(user_id), connection_id)
-        pipe.expire(user_connections_key(user_id), self._ttl_s)
-        pipe.execute()
+    def register(self, connection_id: str, user_id: str, max_per_user: int = 0) -> str:
+        """Register (or renew) the connection as the user's, in one atomic step: `REGISTERED`;
+        `CLOSED` if its `$disconnect` already ran; `AT_CAPACITY` if `max_per_user` (0: no cap) of
+        the user's other connections are registered already. Nothing is written when refused."""
+        verdict, _live = self._register(
+            keys=[connection_key(connection_id), user_connections_key(user_id),
+                  connection_tombstone_key(connection_id)],
+            args=[user_id, self._ttl_s, max_per_user, connection_key(""), connection_id],
+        )
+        return _OUTCOMES[int(verdict)]
 
     def refresh(self, connection_id: str) -> str | None:
-        """Renew a live registration; the user id, or None if it is unknown or expired."""
+        """Renew a live registration; the user id, or None if it is unknown or expired.
+        (EXPIRE never creates a key: a `$disconnect` between the read and the renewal leaves nothing.)"""
         user_id = self._redis.get(connection_key(connection_id))
         if user_id is None:
             return None
@@ -34,8 +85,12 @@ class ConnectionRegistry:
         return user_id
 
     def unregister(self, connection_id: str) -> None:
-        """Idempotent: removing an unknown connection is not an error."""
-        user_id = self._redis.getdel(connection_key(connection_id))
+        """Forget a connection that closed, and refuse its registration from now on (frames of it
+        still in flight). Idempotent: removing an unknown connection is not an error."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(connection_tombstone_key(connection_id), 1, ex=self._tombstone_s)
+        pipe.getdel(connection_key(connection_id))
+        _, user_id = pipe.execute()
         if user_id is not None:
             self._redis.srem(user_connections_key(user_id), connection_id)
 

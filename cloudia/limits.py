@@ -1,6 +1,7 @@
 """Per-user guards against unexpected cost (FinOps), in Redis: a rate limit per minute and a daily
 token budget. The functions check and charge a message's tokens when they accept it; the worker
-adds the answer's tokens with `charge_tokens`.
+adds the answer's tokens with `charge_tokens`. `ping` and `history` frames have a rate limit of their
+own (`admit_frame`); the cap on a user's connections is the connection registry's (`TooManyConnections`).
 
 Windows are fixed (the current UTC minute, the current UTC day), so a check is one atomic script.
 """
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import redis
 
-from cloudia.schema import budget_key, rate_key
+from cloudia import protocol
+from cloudia.schema import budget_key, frame_rate_key, rate_key
 
 # A rate counter outlives its minute a little, a budget counter its day, then Redis drops them.
 RATE_KEY_TTL_S = 120
@@ -35,9 +37,21 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 return {0, rate, used}
 """
 
+# KEYS: a rate counter. ARGV: its ttl. The count, this attempt included.
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
 
 class LimitExceeded(Exception):
     reason = "limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int | None = None):
+        super().__init__(message)
+        # When trying again can succeed, in whole seconds (None: not said).
+        self.retry_after_s = retry_after_s
 
 
 class RateLimited(LimitExceeded):
@@ -48,12 +62,20 @@ class BudgetExceeded(LimitExceeded):
     reason = "budget_exceeded"
 
 
+class TooManyConnections(LimitExceeded):
+    reason = "too_many_connections"
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
 def _minute(now_s: float) -> int:
     return int(now_s // 60)
+
+
+def _seconds_to_next_minute(now_s: float) -> int:
+    return max(1, math.ceil(60 - now_s % 60))
 
 
 def _day(now_s: float) -> str:
@@ -76,11 +98,27 @@ class Usage:
 
 
 class UsageLimits:
-    def __init__(self, client: redis.Redis, rate_limit_per_minute: int, daily_token_budget: int):
+    def __init__(self, client: redis.Redis, rate_limit_per_minute: int, daily_token_budget: int,
+                 frame_rate_limit_per_minute: int = 0):
         self._redis = client
         self._rate_limit = rate_limit_per_minute
         self._budget = daily_token_budget
+        self._frame_rate_limit = frame_rate_limit_per_minute
         self._admit = client.register_script(_ADMIT)
+        self._count = client.register_script(_COUNT)
+
+    def admit_frame(self, user_id: str, now_s: float | None = None) -> int:
+        """Count one `ping` or `history` frame of the user in the current minute, or raise
+        `RateLimited` (with when the next minute starts) past the limit (0: no limit)."""
+        if self._frame_rate_limit <= 0:
+            return 0
+        now_s = time.time() if now_s is None else now_s
+        count = int(self._count(keys=[frame_rate_key(user_id, _minute(now_s))], args=[RATE_KEY_TTL_S]))
+        if count > self._frame_rate_limit:
+            retry_after_s = _seconds_to_next_minute(now_s)
+            raise RateLimited(protocol.FRAMES_RATE_LIMITED_MESSAGE.format(
+                limit=self._frame_rate_limit, retry_after_s=retry_after_s), retry_after_s=retry_after_s)
+        return count
 
     def admit(self, user_id: str, tokens: int, now_s: float | None = None) -> Usage:
         """Count one request and charge `tokens`, or raise `RateLimited` / `BudgetExceeded`."""

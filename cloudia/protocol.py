@@ -16,6 +16,13 @@ LLM_REFUSED_MESSAGE = "The LLM refused this message; it could not be answered."
 INTERRUPTED_MESSAGE = ("The answer was cut short by service failures and not tried again, so that it is not "
                        "paid for twice; please send your message again.")
 
+# Per-user bounds beyond messages (the `error` event's reason says which).
+TOO_MANY_CONNECTIONS_MESSAGE = ("too many open connections: at most {limit} at a time; close another tab "
+                                "or device, then connect again")
+FRAMES_RATE_LIMITED_MESSAGE = ("too many ping and history requests: at most {limit} a minute; "
+                               "try again in {retry_after_s} s")
+CONNECTION_CLOSED_MESSAGE = "this connection was closed: reconnect"
+
 
 def event(name: str, **fields: Any) -> dict[str, Any]:
     return {"event": name, **{k: v for k, v in fields.items() if v is not None}}

@@ -37,12 +37,22 @@ def user_connections_key(user_id: str) -> str:
     return f"user:{user_id}:conns"
 
 
+def connection_tombstone_key(connection_id: str) -> str:
+    """Left by `$disconnect` for a while: the connection may not be registered again."""
+    return f"gone:{connection_id}"
+
+
 def context_key(user_id: str, conversation_id: str) -> str:
     return f"ctx:{conversation_key(user_id, conversation_id)}"
 
 
 def rate_key(user_id: str, minute: int) -> str:
     return f"rate:{user_id}:{minute}"
+
+
+def frame_rate_key(user_id: str, minute: int) -> str:
+    """The user's `ping` and `history` frames in one UTC minute."""
+    return f"frames:{user_id}:{minute}"
 
 
 def budget_key(user_id: str, day: str) -> str:

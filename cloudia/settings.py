@@ -79,9 +79,25 @@ class Resilience:
     rate_limit_per_minute: int = 20
     daily_token_budget: int = 50_000
     max_message_chars: int = 8_000
+    # Per-user bounds beyond messages, so that one user cannot spend the stage-wide throttle (and the
+    # pushes of every answer) for everyone; 0 turns one off. Open connections: the page opens one per
+    # tab (two for a moment while it refreshes its token), and a person has a few tabs and devices open
+    # at once; 10 is well above that, and bounds the copies of each answer the worker pushes (every
+    # token goes to every connection of the user). A closed or expired connection frees its place.
+    max_connections_per_user: int = 10
+    # `ping` and `history`/`resume` frames of a user a minute, counted together: a page pings every
+    # 30 s and asks for the history when it (re)connects, so even 10 open tabs send about 30.
+    frame_rate_limit_per_minute: int = 60
     # Streamed tokens go out to a connection at most this often, coalesced: API Gateway bills each
     # message and the worker pays a signed HTTP call for each (5 a second reads as smooth streaming).
     token_push_interval_ms: int = 200
+
+    @property
+    def connection_tombstone_s(self) -> int:
+        """How long a closed connection may not be registered again: longer than a frame of it can
+        still be handled after its `$disconnect` (a cold start's init, up to 10 s, plus the function's
+        timeout), with a wide margin: four function timeouts (116 s with the defaults)."""
+        return 4 * self.lambda_timeout_s
 
     @property
     def job_visibility_s(self) -> int:

@@ -1,7 +1,8 @@
 """`$connect`: authenticate the caller and register connectionId <-> user in Redis with a TTL.
 
 On AWS the authorizer has already checked the token and passes the user; the local gateway has no
-authorizer, so the same token check runs here. A refused caller gets 401 and the connection closes.
+authorizer, so the same token check runs here. A refused caller gets 401 and the connection closes;
+a user who has `max_connections_per_user` connections open already gets 429 (`too_many_connections`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from cloudia import auth, chat, protocol, ws_events
+from cloudia.limits import TooManyConnections
 
 logger = Logger()
 tracer = Tracer()
@@ -30,6 +32,8 @@ def handler(event, context):
     except Exception as exc:
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
+        if isinstance(exc, TooManyConnections):
+            metrics.add_metric(name="ConnectionsOverUserCap", unit=MetricUnit.Count, value=1)
         return refused.response()
     metrics.add_metric(name="ConnectionsOpened", unit=MetricUnit.Count, value=1)
     return ws_events.respond(200, protocol.connected(user_id))

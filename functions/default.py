@@ -3,7 +3,9 @@
 `ping` renews the connection's TTL and answers `pong` (with `resume: true` when the registration had
 been lost and was made again, so the client reads what it missed); `history` answers the conversation's entries
 since a point, so a client that reconnects loses no answer; any other frame gets an `error` event
-that says why.
+that says why. `ping` and `history` frames count against the user's frame rate limit: past it the
+client gets an `error` event (reason `rate_limited`, `action` the refused frame's) with `retryAfter`
+in seconds.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from cloudia import chat, protocol, ws_events
 from cloudia.frames import FrameError, History, Ping, SendMessage, parse_frame
+from cloudia.limits import RateLimited
 
 logger = Logger()
 tracer = Tracer()
@@ -22,6 +25,7 @@ metrics = Metrics(namespace=ws_events.metrics_namespace())
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
+    frame = None
     try:
         connection_id = ws_events.require_connection_id(event)
         logger.append_keys(connectionId=connection_id)
@@ -31,10 +35,19 @@ def handler(event, context):
             # Its own route and function (with the grants to queue a job) take these frames.
             raise FrameError("unexpected_action", "sendMessage frames go to the sendMessage route")
         if isinstance(frame, Ping):
-            registered_again = service.heartbeat(connection_id, ws_events.authorized_user(event))
+            authorized = ws_events.authorized_user(event)
+            service.admit_frame(service.frame_user(connection_id, authorized))
+            registered_again = service.heartbeat(connection_id, authorized)
             metrics.add_metric(name="Heartbeats", unit=MetricUnit.Count, value=1)
             return ws_events.respond(200, protocol.pong(resume=registered_again))
         return _history(service, connection_id, event, frame)
+    except RateLimited as exc:
+        logger.info("frame rate limited", extra={"reason": exc.reason, "retryAfterS": exc.retry_after_s})
+        metrics.add_metric(name="FramesRateLimited", unit=MetricUnit.Count, value=1)
+        # `action` tells the client which of its frames was refused (it names no message of theirs).
+        action = "ping" if isinstance(frame, Ping) else "history"
+        return ws_events.respond(ws_events.TOO_MANY_REQUESTS, protocol.error(
+            str(exc), reason=exc.reason, retryAfter=exc.retry_after_s, action=action))
     except Exception as exc:
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="FramesRejected", unit=MetricUnit.Count, value=1)
@@ -43,6 +56,7 @@ def handler(event, context):
 
 def _history(service: chat.ChatService, connection_id: str, event, frame: History) -> dict:
     user_id = service.current_user(connection_id, ws_events.authorized_user(event))
+    service.admit_frame(user_id)
     entries = service.history_since(user_id, frame)
     metrics.add_metric(name="HistoryRequests", unit=MetricUnit.Count, value=1)
     return ws_events.respond(200, protocol.history(frame.conversation_id, [e.as_frame() for e in entries]))

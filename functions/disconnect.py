@@ -1,4 +1,5 @@
-"""`$disconnect`: forget the connection's registration. Idempotent: an unknown one is fine."""
+"""`$disconnect`: forget the connection's registration, and leave a short-lived tombstone so that a
+frame of it still being handled cannot register it again. Idempotent: an unknown one is fine."""
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
