@@ -7,13 +7,14 @@ export CDK_DISABLE_VERSION_CHECK := 1
 TARGET ?= local
 STAGE ?= dev
 
-.PHONY: help deps up test image-test synth deploy-local dlq users chaos bench clean .system-packages
+.PHONY: help deps up test image-test synth deploy deploy-local dlq users chaos bench clean .system-packages
 
 help:
 	@echo "make up            run the whole system locally (emulator, Redis, deploy, gateway, worker, fake LLM)"
 	@echo "make test          run every test"
 	@echo "make image-test    build the worker image for arm64 (under qemu) and smoke-run it (minutes)"
 	@echo "make synth         synthesize TARGET=aws|local STAGE=dev|prod"
+	@echo "make deploy        check, then deploy the aws target STAGE=dev|prod (ARGS=--check-only; CDK_DOCKER=podman)"
 	@echo "make deploy-local  deploy the local target to the emulator on :4566"
 	@echo "make dlq ARGS=...  inspect and redrive the dead-letter queue"
 	@echo "make users ARGS=... invite, list, disable, enable, delete users (python -m cloudia.users --help)"
@@ -64,6 +65,13 @@ image-test: deps
 
 synth: deps
 	@npx cdk synth -c target=$(TARGET) -c stage=$(STAGE) -q -o cdk.out.$(TARGET)-$(STAGE)
+
+# The guided deploy (python -m cloudia.deploy --help): a preflight that says what to do about each finding,
+# then `npx cdk deploy --all -c target=aws -c stage=$(STAGE)`; the CDK builds the worker image with
+# $CDK_DOCKER (docker when unset; e.g. `CDK_DOCKER=podman make deploy`). Only the Python and npm packages:
+# no test tools are installed for a deploy.
+deploy: .venv/.installed node_modules/.installed
+	@$(PY) -m cloudia.deploy --stage $(STAGE) $(ARGS)
 
 deploy-local: deps
 	@$(PY) -c "from local_runtime.emulator import ensure_emulator, deploy_local; \
