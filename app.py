@@ -2,7 +2,8 @@
 """The cloud-ia CDK app. `-c target=aws|local` chooses what is deployed (see docs/architecture.md):
 
   aws    network + Redis, state (+ user pool), API (functions + WebSocket API), worker (ECS),
-         observability, web (the hosted chat page)
+         observability, web (the hosted chat page), and `cloudia-aws-account`: the account-wide
+         API Gateway logging setting, one stack per account and region shared by every stage
   local  state and functions only: the emulator lacks the rest, which runs as local processes
          (`make up` also creates the user pool in the emulator)
 """
@@ -13,6 +14,7 @@ import os
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.account_stack import AccountStack
 from stacks.api_stack import ApiStack
 from stacks.components.redis_cache import RedisEndpoint
 from stacks.config import AppConfig
@@ -35,25 +37,31 @@ def build_app(context: dict | None = None) -> cdk.App:
     state = StateStack(app, config.stack_name("state"), config=config, env=env,
                        description="cloud-ia state: jobs queue + DLQ, history, jobs and idempotency tables"
                                    + (", user pool" if config.is_aws else ""))
+    # prod: the data key every stack encrypts with (stacks/components/keys.py); dev: None.
+    key = state.key
     if config.is_aws:
-        network = NetworkStack(app, config.stack_name("network"), config=config, env=env,
+        network = NetworkStack(app, config.stack_name("network"), config=config, env=env, key=key,
                                description="cloud-ia VPC and ElastiCache Redis")
         redis = network.redis.endpoint
     else:
         network = None
         redis = RedisEndpoint(url=config.local_redis_url)
     api = ApiStack(app, config.stack_name("api"), config=config, env=env, jobs=state.jobs,
-                   tables=state.tables, redis=redis, identity=state.identity,
+                   tables=state.tables, redis=redis, identity=state.identity, key=key,
                    description="cloud-ia WebSocket functions" + (" and API" if config.is_aws else ""))
     if config.is_aws:
+        # The WebSocket stage logs with the account's CloudWatch role, which this stack sets.
+        account = AccountStack(app, env=env, description="cloud-ia account-wide settings (API Gateway "
+                                                          "CloudWatch role), shared by every stage")
+        api.add_stack_dependency(account)
         WorkerStack(app, config.stack_name("worker"), config=config, env=env, vpc=network.network.vpc,
-                    jobs=state.jobs, tables=state.tables, redis=redis, api=api.websocket,
+                    jobs=state.jobs, tables=state.tables, redis=redis, api=api.websocket, key=key,
                     description="cloud-ia LLM worker on ECS Fargate")
         ObservabilityStack(app, config.stack_name("observability"), config=config, env=env, jobs=state.jobs,
                            functions=api.functions.functions,
                            description="cloud-ia alarms, dashboard and cost budget")
         WebStack(app, config.stack_name("web"), config=config, env=env, identity=state.identity,
-                 websocket=api.websocket, description="cloud-ia hosted chat page (S3 + CloudFront)")
+                 websocket=api.websocket, key=key, description="cloud-ia hosted chat page (S3 + CloudFront)")
     cdk.Tags.of(app).add("project", "cloud-ia")
     cdk.Tags.of(app).add("stage", config.stage)
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))

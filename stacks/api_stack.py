@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.components.functions import ChatFunctions
@@ -15,11 +16,12 @@ from stacks.config import AppConfig
 
 class ApiStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
-                 tables: ChatTables, redis: RedisEndpoint, identity: ChatIdentity | None, **kwargs) -> None:
+                 tables: ChatTables, redis: RedisEndpoint, identity: ChatIdentity | None,
+                 key: kms.IKey | None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.functions = ChatFunctions(self, "Functions", config=config, jobs=jobs, tables=tables,
-                                       redis=redis, identity=identity)
+                                       redis=redis, identity=identity, key=key)
         self.websocket: ChatWebSocketApi | None = None
         if config.is_aws:
-            self.websocket = ChatWebSocketApi(self, "WebSocket", config=config, functions=self.functions)
+            self.websocket = ChatWebSocketApi(self, "WebSocket", config=config, functions=self.functions, key=key)
             CfnOutput(self, "WebSocketUrl", value=self.websocket.stage.url)

@@ -37,8 +37,10 @@ class AppConfig:
     # FinOps: a monthly AWS Budgets budget with notifications at 80 % (forecast) and 100 % (actual).
     monthly_budget_usd: int = 50
     alarm_email: str = ""
-    # Reserved concurrency per function: a hard cost cap and a bulkhead between routes.
-    function_reserved_concurrency: int = 10
+    # Reserved concurrency per function (0 = none, the default): a hard cost cap and a bulkhead between
+    # routes when set. Off by default because a new account's quota (10 concurrent executions) leaves
+    # nothing to reserve: Lambda keeps min(100, quota) unreserved. `python -m cloudia.deploy` checks it.
+    function_reserved_concurrency: int = 0
     function_memory_mb: int = 256
     log_retention_days: int = 30
     # WebSocket stage throttling (requests per second, burst).
@@ -73,6 +75,9 @@ class AppConfig:
             raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r} (cdk -c target=aws|local)")
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r} (cdk -c stage=dev|prod)")
+        if self.function_reserved_concurrency < 0:
+            raise ConfigError("function_reserved_concurrency must be 0 (no reservation) or a number of "
+                              f"concurrent executions per function, got {self.function_reserved_concurrency}")
         if self.resilience.max_receives < 1:
             raise ConfigError("resilience.max_receives must be at least 1")
         if self.worker_stop_timeout_s > FARGATE_MAX_STOP_TIMEOUT_S:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from aws_cdk import Stack
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.components.network import Network
@@ -10,7 +11,8 @@ from stacks.config import AppConfig
 
 
 class NetworkStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, key: kms.IKey | None,
+                 **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.network = Network(self, "Network", config=config)
-        self.redis = RedisCache(self, "Redis", config=config, vpc=self.network.vpc)
+        self.network = Network(self, "Network", config=config, key=key)
+        self.redis = RedisCache(self, "Redis", config=config, vpc=self.network.vpc, key=key)

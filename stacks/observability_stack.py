@@ -16,4 +16,5 @@ class ObservabilityStack(Stack):
                  functions: dict[str, lambda_.IFunction], **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.monitoring = Monitoring(self, "Monitoring", config=config, jobs=jobs, functions=functions)
-        self.budget = CostBudget(self, "Cost", config=config, topic=self.monitoring.topic)
+        self.budget = CostBudget(self, "Cost", config=config, topic=self.monitoring.topic,
+                                 topic_key=self.monitoring.topic_key)

@@ -7,6 +7,7 @@ from constructs import Construct
 
 from stacks.components.identity import ChatIdentity
 from stacks.components.jobs_queue import JobsQueue
+from stacks.components.keys import data_key
 from stacks.components.tables import ChatTables
 from stacks.config import AppConfig
 
@@ -16,8 +17,10 @@ class StateStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         # prod keeps data when the stack goes away; dev cleans up after itself.
         removal = RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY
-        self.jobs = JobsQueue(self, "Jobs", config=config, removal_policy=removal)
-        self.tables = ChatTables(self, "Tables", removal_policy=removal)
+        # prod: the one data key of the deployment, passed down to every stack (keys.py); dev: None.
+        self.key = data_key(self, config)
+        self.jobs = JobsQueue(self, "Jobs", config=config, removal_policy=removal, key=self.key)
+        self.tables = ChatTables(self, "Tables", removal_policy=removal, key=self.key)
         # The user pool on AWS; locally `make up` creates it in the emulator (moto's CloudFormation cannot).
         self.identity: ChatIdentity | None = None
         if config.is_aws:

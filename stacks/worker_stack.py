@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.components.jobs_queue import JobsQueue
@@ -16,7 +17,7 @@ from stacks.config import AppConfig
 class WorkerStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, vpc: ec2.IVpc,
                  jobs: JobsQueue, tables: ChatTables, redis: RedisEndpoint, api: ChatWebSocketApi,
-                 **kwargs) -> None:
+                 key: kms.IKey | None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.worker = WorkerService(self, "Worker", config=config, vpc=vpc, jobs=jobs, tables=tables,
-                                    redis=redis, api=api)
+                                    redis=redis, api=api, key=key)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from stacks.components.grants import grant_queue, grant_secret_read, grant_table
 from stacks.components.identity import ChatIdentity
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.redis_cache import RedisEndpoint
@@ -31,7 +33,8 @@ HANDLERS = {
 
 class ChatFunctions(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
-                 tables: ChatTables, redis: RedisEndpoint, identity: ChatIdentity | None) -> None:
+                 tables: ChatTables, redis: RedisEndpoint, identity: ChatIdentity | None,
+                 key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
         code = function_code()
         environment = runtime_environment(config, service_name=SERVICE_NAME, jobs=jobs, tables=tables,
@@ -45,7 +48,7 @@ class ChatFunctions(Construct):
 
         self.functions: dict[str, lambda_.Function] = {}
         for module, purpose in HANDLERS.items():
-            log_group = retained_log_group(self, f"{_pascal(module)}Logs", config)
+            log_group = retained_log_group(self, f"{_pascal(module)}Logs", config, key)
             # "...Function": a construct id of plain "Default" would be special to the CDK.
             self.functions[module] = lambda_.Function(
                 self, f"{_pascal(module)}Function",
@@ -57,8 +60,9 @@ class ChatFunctions(Construct):
                 # API Gateway's integration limit is 29 s; every call inside has a smaller bound.
                 timeout=Duration.seconds(config.resilience.lambda_timeout_s),
                 memory_size=config.function_memory_mb,
-                # A cost cap and a bulkhead: a flood on one route cannot take every execution.
-                reserved_concurrent_executions=config.function_reserved_concurrency,
+                # When set, a cost cap and a bulkhead: a flood on one route cannot take every execution.
+                # 0 (the default) reserves none, which a new account's concurrency quota allows.
+                reserved_concurrent_executions=config.function_reserved_concurrency or None,
                 environment=environment,
                 log_group=log_group,
                 tracing=lambda_.Tracing.ACTIVE,
@@ -78,16 +82,21 @@ class ChatFunctions(Construct):
                     reason="X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions."),
             ], apply_to_children=True)
 
-        # Least privilege: each function gets only what its route does.
+        # Least privilege: each function gets the calls its code makes, and no other (grants.py).
         f = self.functions
-        jobs.queue.grant_send_messages(f["send_message"])
-        tables.jobs.grant_read_write_data(f["send_message"])
-        tables.history.grant_write_data(f["send_message"])
-        tables.idempotency.grant_read_write_data(f["send_message"])
-        tables.history.grant_read_data(f["default"])
+        # send_message: ChatService._enqueue (send_message).
+        grant_queue(jobs.queue, f["send_message"], "SendMessage")
+        # JobStore.create (put_item); and when the job cannot be queued, JobStore.get and .finish.
+        grant_table(tables.jobs, f["send_message"], "PutItem", "GetItem", "UpdateItem")
+        # HistoryStore.append (put_item); .remove (delete_item) takes back a job that was not queued.
+        grant_table(tables.history, f["send_message"], "PutItem", "DeleteItem")
+        # Powertools' DynamoDBPersistenceLayer: get_item, put_item, update_item, delete_item.
+        grant_table(tables.idempotency, f["send_message"], "GetItem", "PutItem", "UpdateItem", "DeleteItem")
+        # default: HistoryStore.since (query) for history/resume; no Scan, no other table.
+        grant_table(tables.history, f["default"], "Query")
         if redis.auth_secret is not None:
             for module in ("connect", "disconnect", "send_message", "default"):
-                redis.auth_secret.grant_read(f[module])
+                grant_secret_read(redis.auth_secret, f[module])
 
     @property
     def authorizer(self) -> lambda_.Function:

@@ -10,6 +10,7 @@ from pathlib import Path
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3_deployment
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
@@ -45,7 +46,7 @@ def content_security_policy(websocket_url: str, cognito_endpoint: str) -> str:
 
 class HostedPage(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, websocket_url: str,
-                 identity: ChatIdentity) -> None:
+                 identity: ChatIdentity, key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY
 
@@ -144,7 +145,7 @@ class HostedPage(Construct):
                            s3_deployment.CacheControl.s_max_age(EDGE_CACHE)],
             distribution=self.distribution,
             distribution_paths=["/*"],
-            log_group=retained_log_group(self, "DeploymentLogs", config),
+            log_group=retained_log_group(self, "DeploymentLogs", config, key),
         )
         # The deployment function and its role are the CDK's own singleton, at the stack's root.
         NagSuppressions.add_resource_suppressions(deployment.handler_role, [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -19,9 +20,13 @@ def retention(days: int) -> logs.RetentionDays:
     return members[index]
 
 
-def retained_log_group(scope: Construct, construct_id: str, config: AppConfig) -> logs.LogGroup:
+def retained_log_group(scope: Construct, construct_id: str, config: AppConfig,
+                       key: kms.IKey | None) -> logs.LogGroup:
+    """`key`: the prod data key (keys.py), whose policy lets CloudWatch Logs use it. FinOps, dev (None):
+    CloudWatch Logs' own encryption, free."""
     return logs.LogGroup(
         scope, construct_id,
         retention=retention(config.log_retention_days),
+        encryption_key=key,
         removal_policy=RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY,
     )

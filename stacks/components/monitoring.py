@@ -2,7 +2,7 @@
 function errors and throttles, and the worker's circuit opening."""
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -12,6 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.components.jobs_queue import JobsQueue
+from stacks.components.keys import allow_publisher, source_conditions, topic_key
 from stacks.components.runtime_environment import METRICS_NAMESPACE
 from stacks.config import AppConfig
 
@@ -24,11 +25,21 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
                  functions: dict[str, lambda_.IFunction]) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "AlarmTopic", display_name="cloud-ia alarms", enforce_ssl=True)
-        # AWS Budgets publishes its notifications to the same topic.
+        # Encrypted in both stages, with a customer-managed key: CloudWatch alarms cannot publish to a
+        # topic under the AWS-managed alias/aws/sns key, whose policy names no service (keys.py).
+        self.topic_key = topic_key(self, config)
+        self.topic = sns.Topic(self, "AlarmTopic", display_name="cloud-ia alarms", enforce_ssl=True,
+                               master_key=self.topic_key)
+        # This account's alarms, and nothing else, may publish and use the key for it.
+        stack = Stack.of(self)
+        alarms_of_this_account = stack.format_arn(service="cloudwatch", resource="alarm", resource_name="*",
+                                                  arn_format=ArnFormat.COLON_RESOURCE_NAME)
         self.topic.add_to_resource_policy(iam.PolicyStatement(
-            actions=["sns:Publish"], principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
-            resources=[self.topic.topic_arn]))
+            sid="CloudWatchAlarmsOfThisAccount",
+            actions=["sns:Publish"], principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            resources=[self.topic.topic_arn], conditions=source_conditions(stack.account, alarms_of_this_account)))
+        allow_publisher(self.topic_key, sid="CloudWatchAlarmsOfThisAccount", service="cloudwatch.amazonaws.com",
+                        source_arn=alarms_of_this_account)
         if config.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         notify = actions.SnsAction(self.topic)

@@ -9,6 +9,7 @@ the Management API go through the NAT, which is cheaper at this traffic.
 from __future__ import annotations
 
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.components.log_groups import retained_log_group
@@ -16,7 +17,8 @@ from stacks.config import AppConfig
 
 
 class Network(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig,
+                 key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
             self, "Vpc",
@@ -35,6 +37,6 @@ class Network(Construct):
         # Rejected traffic only: what an investigation needs, at a fraction of full flow logs' volume.
         self.vpc.add_flow_log(
             "RejectedFlows",
-            destination=ec2.FlowLogDestination.to_cloud_watch_logs(retained_log_group(self, "FlowLogs", config)),
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(retained_log_group(self, "FlowLogs", config, key)),
             traffic_type=ec2.FlowLogTrafficType.REJECT,
         )

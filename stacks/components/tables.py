@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from cloudia.schema import TABLES
@@ -13,8 +14,11 @@ from cloudia.schema import TABLES
 
 class ChatTables(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy,
-                 point_in_time_recovery: bool = True) -> None:
+                 point_in_time_recovery: bool = True, key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
+        # prod: the data key (keys.py). FinOps, dev: the AWS-managed key (aws/dynamodb), no key to pay for.
+        encryption = dict(encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=key) if key \
+            else dict(encryption=dynamodb.TableEncryption.AWS_MANAGED)
         self.tables: dict[str, dynamodb.Table] = {}
         for logical, (partition_key, sort_key, ttl_attribute) in TABLES.items():
             self.tables[logical] = dynamodb.Table(
@@ -27,7 +31,7 @@ class ChatTables(Construct):
                 time_to_live_attribute=ttl_attribute,
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=point_in_time_recovery),
-                encryption=dynamodb.TableEncryption.AWS_MANAGED,
+                **encryption,
                 removal_policy=removal_policy,
             )
 

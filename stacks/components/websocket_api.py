@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import aws_apigateway as apigw_v1
+from aws_cdk import Stack
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
@@ -29,7 +30,7 @@ ACCESS_LOG_FORMAT = json.dumps({
 
 class ChatWebSocketApi(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig,
-                 functions: ChatFunctions) -> None:
+                 functions: ChatFunctions, key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
         f = functions.functions
 
@@ -51,7 +52,9 @@ class ChatWebSocketApi(Construct):
         for route_key, module in MESSAGE_ROUTES.items():
             self.api.add_route(route_key, integration=route(module).integration, return_response=True)
 
-        access_logs = retained_log_group(self, "AccessLogs", config)
+        # API Gateway writes these with the account's CloudWatch role, which the account stack owns
+        # (stacks/account_stack.py): one per account and region, shared by every stage.
+        access_logs = retained_log_group(self, "AccessLogs", config, key)
         self.stage = apigw.WebSocketStage(
             self, "Stage",
             web_socket_api=self.api,
@@ -68,30 +71,24 @@ class ChatWebSocketApi(Construct):
             throttling_rate_limit=config.websocket_rate_limit,
             throttling_burst_limit=config.websocket_burst_limit,
             logging_level="ERROR", data_trace_enabled=False)
-        # API Gateway writes access logs with the account's CloudWatch role (one per account and region).
-        logs_role = iam.Role(
-            self, "CloudWatchRole",
-            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
-                "service-role/AmazonAPIGatewayPushToCloudWatchLogs")],
-        )
-        NagSuppressions.add_resource_suppressions(logs_role, [NagPackSuppression(
-            id="AwsSolutions-IAM4", reason=(
-                "AWS's policy for API Gateway's account-level logging role; it only writes logs."),
-            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"])])
         # API Gateway accepts an authorizer on $connect only; later frames ride the authorized connection.
         NagSuppressions.add_resource_suppressions(self.api, [NagPackSuppression(
             id="AwsSolutions-APIG4", reason=(
                 "A WebSocket API authorizes once, on $connect (the token authorizer); API Gateway allows "
                 "no authorizer on other routes, which run on the already authorized connection."))],
             apply_to_children=True)
-        account_settings = apigw_v1.CfnAccount(self, "Account", cloud_watch_role_arn=logs_role.role_arn)
-        self.stage.node.add_dependency(account_settings)
 
     @property
     def management_endpoint(self) -> str:
         """The `@connections` endpoint the worker posts answers to."""
         return self.stage.callback_url
 
-    def grant_manage_connections(self, grantee: iam.IGrantable) -> None:
-        self.stage.grant_management_api_access(grantee)
+    def grant_post_to_connections(self, grantee: iam.IGrantable) -> iam.Grant:
+        """`@connections` POST on this stage only: `post_to_connection` is the one Management API call
+        the worker makes (cloudia/push.py; a gone connection is dropped from Redis, never deleted
+        through the API), so neither GET nor DELETE is granted (the CDK's grant allows every method)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["execute-api:ManageConnections"],
+            resource_arns=[Stack.of(self).format_arn(
+                service="execute-api", resource=self.api.api_id,
+                resource_name=f"{self.stage.stage_name}/POST/@connections/*")])

@@ -7,10 +7,12 @@ from aws_cdk import aws_applicationautoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from stacks.components.grants import grant_queue, grant_secret_read, grant_table
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.lambda_code import ROOT
 from stacks.components.log_groups import retained_log_group
@@ -26,12 +28,15 @@ IMAGE_EXCLUDE = ["*", "!cloudia", "!cloudia/**", "!worker_image", "!worker_image
 
 class WorkerService(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, vpc: ec2.IVpc,
-                 jobs: JobsQueue, tables: ChatTables, redis: RedisEndpoint, api: ChatWebSocketApi) -> None:
+                 jobs: JobsQueue, tables: ChatTables, redis: RedisEndpoint, api: ChatWebSocketApi,
+                 key: kms.IKey | None = None) -> None:
         super().__init__(scope, construct_id)
         cluster = ecs.Cluster(self, "Cluster", vpc=vpc,
                               container_insights_v2=ecs.ContainerInsights.ENABLED)
+        # prod: the data key (keys.py). FinOps, dev (None): the AWS-managed aws/secretsmanager key.
         self.llm_api_key = secretsmanager.Secret(
-            self, "LlmApiKey", description="cloud-ia LLM provider API key (set the value after deploy)")
+            self, "LlmApiKey", description="cloud-ia LLM provider API key (set the value after deploy)",
+            encryption_key=key)
 
         task = ecs.FargateTaskDefinition(
             self, "Task",
@@ -52,7 +57,8 @@ class WorkerService(Construct):
         if config.llm_fallback_provider:
             self.llm_fallback_api_key = secretsmanager.Secret(
                 self, "LlmFallbackApiKey",
-                description="cloud-ia fallback LLM provider API key (set the value after deploy)")
+                description="cloud-ia fallback LLM provider API key (set the value after deploy)",
+                encryption_key=key)
             environment.update({
                 "LLM_FALLBACK_PROVIDER": config.llm_fallback_provider,
                 "LLM_FALLBACK_MODEL": config.llm_fallback_model,
@@ -65,7 +71,7 @@ class WorkerService(Construct):
                 platform=ecr_assets.Platform.LINUX_ARM64),
             environment=environment,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker",
-                                            log_group=retained_log_group(self, "Logs", config)),
+                                            log_group=retained_log_group(self, "Logs", config, key)),
             # ECS sends SIGTERM, waits this long, then SIGKILL: above the worker's own drain bound,
             # which lets the longest answer finish (see AppConfig.drain_covers_longest_job).
             stop_timeout=Duration.seconds(config.worker_stop_timeout_s),
@@ -93,21 +99,28 @@ class WorkerService(Construct):
             max_healthy_percent=200,
             enable_execute_command=False,
         )
-        jobs.queue.grant_consume_messages(task.task_role)
-        jobs.dlq.grant_send_messages(task.task_role)  # permanent failures go to the DLQ at once
-        jobs.dlq.grant_consume_messages(task.task_role)  # the sweep for jobs SQS dead-lettered itself
-        tables.history.grant_read_write_data(task.task_role)
-        tables.jobs.grant_read_write_data(task.task_role)
+        # The calls the worker makes (grants.py), and no other. The jobs queue: the consumer's receive,
+        # the decisions' delete and change_message_visibility, and send_message for a requeue (a fresh
+        # delayed copy, worker/decisions.py).
+        role = task.task_role
+        grant_queue(jobs.queue, role, "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "SendMessage")
+        # The DLQ: permanent failures are sent there at once; the sweep receives what SQS dead-lettered
+        # itself, replaces it by a copy that says why (send, delete) or looks again later (visibility).
+        grant_queue(jobs.dlq, role, "SendMessage", "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility")
+        # HistoryStore.append (put_item) and .latest (query, the context when the cache is cold).
+        grant_table(tables.history, role, "PutItem", "Query")
+        # JobStore.get (get_item); .start_call, .beat, .finish, .end_failed_call (update_item).
+        grant_table(tables.jobs, role, "GetItem", "UpdateItem")
         for key in (self.llm_api_key, self.llm_fallback_api_key):
             if key is not None:
-                key.grant_read(task.task_role)
+                grant_secret_read(key, task.task_role)
                 NagSuppressions.add_resource_suppressions(key, [NagPackSuppression(
                     id="AwsSolutions-SMG4", reason=(
                         "A key issued by the LLM provider: Secrets Manager cannot rotate it; it is "
                         "replaced by hand when the provider issues a new one."))])
         if redis.auth_secret is not None:
-            redis.auth_secret.grant_read(task.task_role)
-        api.grant_manage_connections(task.task_role)
+            grant_secret_read(redis.auth_secret, task.task_role)
+        api.grant_post_to_connections(task.task_role)
 
         NagSuppressions.add_resource_suppressions(task, [
             NagPackSuppression(id="AwsSolutions-ECS2", reason=(
@@ -115,9 +128,10 @@ class WorkerService(Construct):
                 "are read from Secrets Manager by ARN at start-up.")),
             NagPackSuppression(id="AwsSolutions-IAM5", reason=(
                 "ecr:GetAuthorizationToken has no resource-level permission (execution role); the "
-                "Management API grant covers @connections of this API stage, whose ids are not known "
-                "in advance."),
-                applies_to=["Resource::*", {"regex": "/^Resource::arn:[^:]+:execute-api:.*@connections\\/\\*$/g"}]),
+                "Management API grant is POST to @connections of this API stage only, whose connection "
+                "ids are not known in advance."),
+                applies_to=["Resource::*",
+                            {"regex": "/^Resource::arn:[^:]+:execute-api:.*\\/POST\\/@connections\\/\\*$/g"}]),
         ], apply_to_children=True)
 
         # Scale on the backlog: one more task per `worker_scale_out_backlog` waiting jobs.

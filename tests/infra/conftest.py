@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Synth:
     target: str
     stage: str
-    stacks: dict  # short name ("state", "api", ...) -> aws_cdk.Stack
+    stacks: dict  # short name ("state", "api", ..., "account") -> aws_cdk.Stack
     templates: dict  # short name -> Template
     out_dir: Path
 
@@ -41,7 +41,9 @@ def synthesize(target: str, stage: str = "dev") -> Synth:
 
     app = build_app(cdk_context(target=target, stage=stage))
     prefix = f"cloudia-{target}-{stage}-"
-    stacks = {s.stack_name.removeprefix(prefix): s for s in app.node.children if isinstance(s, cdk.Stack)}
+    # The stage's stacks by their part ("state", "api", ...); the stage-free `cloudia-aws-account` as "account".
+    stacks = {s.stack_name.removeprefix(prefix).removeprefix("cloudia-aws-"): s
+              for s in app.node.children if isinstance(s, cdk.Stack)}
     templates = {name: Template.from_stack(stack) for name, stack in stacks.items()}
     return Synth(target, stage, stacks, templates, Path(app.synth().directory))
 

@@ -25,8 +25,25 @@ def test_functions_use_a_current_python_runtime(any_synth):
         assert (int(major), int(minor)) >= (3, 12)
 
 
-def test_functions_have_reserved_concurrency_as_a_cost_cap(any_synth):
-    assert {p["ReservedConcurrentExecutions"] for p in functions(any_synth).values()} == {10}
+def test_functions_reserve_no_concurrency_by_default(any_synth):
+    # A new account's quota (10 concurrent executions) leaves nothing to reserve: the default deploys there.
+    for props in functions(any_synth).values():
+        assert "ReservedConcurrentExecutions" not in props
+
+
+def test_a_reserved_concurrency_setting_caps_every_function():
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+    from tests.infra.conftest import cdk_context
+
+    # As `-c function_reserved_concurrency=5` passes it: a string, typed by the config.
+    app = build_app(cdk_context(target="local", function_reserved_concurrency="5"))
+    api = next(s for s in app.node.children if isinstance(s, cdk.Stack) and s.stack_name.endswith("-api"))
+    found = Template.from_stack(api).find_resources("AWS::Lambda::Function")
+    assert len(found) == len(HANDLERS)
+    assert {f["Properties"]["ReservedConcurrentExecutions"] for f in found.values()} == {5}
 
 
 def test_functions_are_traced_and_carry_powertools_settings(any_synth):

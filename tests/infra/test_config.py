@@ -87,6 +87,7 @@ def test_config_is_frozen():
     ({"user_pool_self_sign_up": "maybe"}, "must be true or false"),
     ({"user_pool_access_token_minutes": "2"}, "user_pool_access_token_minutes must be within"),
     ({"user_pool_refresh_token_days": "0"}, "user_pool_refresh_token_days must be within"),
+    ({"function_reserved_concurrency": "-1"}, "function_reserved_concurrency must be 0"),
 ])
 def test_bad_context_is_refused_with_a_clear_error(override, message):
     context = {**cdk_json_context(), **override}
