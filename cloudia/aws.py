@@ -9,12 +9,15 @@ from __future__ import annotations
 import functools
 
 import boto3
+from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
 
 from cloudia.settings import Resilience
 
 # Attempts per call, first try included: 2 keeps a DynamoDB call within ~2 x 1 s plus backoff.
 MAX_ATTEMPTS = 2
+# A secret is fetched again after an hour: well inside the Redis AUTH token's 30-day rotation.
+SECRET_MAX_AGE_S = 3600
 
 
 def client_config(timeout_ms: int, max_attempts: int = MAX_ATTEMPTS) -> Config:
@@ -58,9 +61,14 @@ def given_or_secret(value: str, arn: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
+def _secrets(timeout_ms: int) -> parameters.SecretsProvider:
+    return parameters.SecretsProvider(boto3_client=_client("secretsmanager", timeout_ms))
+
+
 def secret_value(arn: str, timeout_ms: int = 2000) -> str:
-    """A Secrets Manager secret, fetched once per process (cold start), then cached."""
-    return _client("secretsmanager", timeout_ms).get_secret_value(SecretId=arn)["SecretString"]
+    """A Secrets Manager secret, cached for `SECRET_MAX_AGE_S` (Powertools' parameters): one fetch per
+    cold start and per hour, so a long-lived process picks up a rotated secret."""
+    return _secrets(timeout_ms).get(arn, max_age=SECRET_MAX_AGE_S)
 
 
 def sqs_long_poll(resilience: Resilience, wait_s: int = 20):

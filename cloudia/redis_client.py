@@ -5,6 +5,7 @@ error (functions) or falls back (worker), so nothing hangs behind Redis.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import redis
@@ -14,26 +15,41 @@ from cloudia import aws
 from cloudia.settings import Settings
 
 
+class AuthTokenFromSecret(redis.CredentialProvider):
+    """The AUTH token (ElastiCache on AWS), read for each new connection through `aws.secret_value`'s
+    cache: the token rotates every 30 days (the previous one stays valid one period), and a connection
+    made after a rotation must use the new one, however long the process has lived."""
+
+    def __init__(self, secret_arn: str):
+        self.secret_arn = secret_arn
+
+    def get_credentials(self) -> tuple[str]:
+        return (aws.secret_value(self.secret_arn),)
+
+    async def get_credentials_async(self) -> tuple[str]:
+        # Off the event loop: a cache miss is a Secrets Manager call.
+        return await asyncio.to_thread(self.get_credentials)
+
+
 @functools.lru_cache(maxsize=8)
-def _client(url: str, password: str | None, timeout_ms: int) -> redis.Redis:
-    return redis.Redis.from_url(url, **_options_for(password, timeout_ms))
+def _client(url: str, secret_arn: str, timeout_ms: int) -> redis.Redis:
+    return redis.Redis.from_url(url, **_options_for(secret_arn, timeout_ms))
 
 
-def _options_for(password: str | None, timeout_ms: int) -> dict:
-    """One set of options for both clients."""
+def _options_for(secret_arn: str, timeout_ms: int) -> dict:
+    """One set of options for both clients; a local redis-server has no AUTH token."""
     seconds = timeout_ms / 1000
-    return dict(password=password, socket_timeout=seconds, socket_connect_timeout=seconds,
+    return dict(credential_provider=AuthTokenFromSecret(secret_arn) if secret_arn else None,
+                socket_timeout=seconds, socket_connect_timeout=seconds,
                 retry_on_timeout=False, health_check_interval=30, decode_responses=True)
 
 
 def client(settings: Settings) -> redis.Redis:
-    # The AUTH token (ElastiCache on AWS); a local redis-server has none.
-    password = aws.given_or_secret("", settings.redis_auth_secret_arn)
-    return _client(settings.redis_url, password, settings.resilience.redis_timeout_ms)
+    return _client(settings.redis_url, settings.redis_auth_secret_arn, settings.resilience.redis_timeout_ms)
 
 
 def async_client(settings: Settings) -> redis.asyncio.Redis:
     """The same client for an event loop (not cached: its connections belong to the loop that uses it)."""
-    password = aws.given_or_secret("", settings.redis_auth_secret_arn)
     return redis.asyncio.Redis.from_url(settings.redis_url,
-                                        **_options_for(password, settings.resilience.redis_timeout_ms))
+                                        **_options_for(settings.redis_auth_secret_arn,
+                                                       settings.resilience.redis_timeout_ms))
