@@ -68,7 +68,7 @@ class Monitoring(Construct):
             alarm(f"{name}Errors", function.metric_errors(period=minute, statistic="Sum"), 1,
                   f"The {module} function failed.")
             alarm(f"{name}Throttles", function.metric_throttles(period=minute, statistic="Sum"), 1,
-                  f"The {module} function was throttled (reserved concurrency reached).")
+                  f"The {module} function was throttled (its reserved concurrency or the account's limit reached).")
 
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"cloudia-{config.stage}")
         dashboard.add_widgets(
