@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -21,10 +21,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 from cloudia import aws, protocol, redis_client
 from cloudia.breaker import circuit_is_open
 from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
-from cloudia.frames import History, SendMessage
-from cloudia.history import USER, Entry, HistoryStore
-from cloudia.jobs import FAILED, Job, JobStore, now_ms
-from cloudia.limits import TooManyConnections, UsageLimits, estimate_tokens
+from cloudia.context_cache import ContextCache
+from cloudia.frames import History, Retry, SendMessage
+from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
+from cloudia.jobs import ANSWERED, FAILED, RETRIES_ATTRIBUTE, Job, JobStore, now_ms
+from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens, estimate_tokens
 from cloudia.schema import IDEMPOTENCY_PARTITION_KEY, IDEMPOTENCY_TTL_ATTRIBUTE
 from cloudia.settings import Settings
 
@@ -36,7 +37,6 @@ IDEMPOTENCY_KEY_JMESPATH = "[userId, clientMessageId]"
 IDEMPOTENCY_PAYLOAD_JMESPATH = "[conversationId, message]"
 # One key space whichever function accepts the message (the key would otherwise carry its name).
 IDEMPOTENCY_KEY_PREFIX = "sendMessage"
-HISTORY_PAGE_SIZE = 100
 
 
 class NotConnected(Exception):
@@ -56,6 +56,15 @@ class EnqueueFailed(Exception):
     reason = "enqueue_failed"
 
 
+class RetryRefused(Exception):
+    """A `retry` of a job that is not the sender's own failed job; `reason` a stable code."""
+
+    def __init__(self, reason: str, message: str, status_code: int):
+        super().__init__(message)
+        self.reason = reason
+        self.status_code = status_code
+
+
 @dataclass(frozen=True)
 class Accepted:
     job_id: str
@@ -63,6 +72,8 @@ class Accepted:
     conversation_id: str
     # True when this is a resend answered from the idempotency record, not a new job.
     replayed: bool = False
+    # The user's daily budget once this message's reservation was taken (`protocol.budget`).
+    budget: dict | None = None
 
 
 def _mark_replayed(response: dict[str, Any], _record) -> dict[str, Any]:
@@ -79,6 +90,8 @@ class ChatService:
         self.jobs = JobStore(dynamodb, settings.jobs_table, resilience)
         self.limits = UsageLimits(redis, resilience.rate_limit_per_minute, resilience.daily_token_budget,
                                   resilience.frame_rate_limit_per_minute)
+        # The context the worker will send, read the way it reads it, to reserve what a call can cost.
+        self._context = ContextCache(redis, resilience.context_ttl_s, resilience.context_max_messages)
         self._sqs = sqs
         self._idempotency = IdempotencyConfig(
             event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH,
@@ -177,12 +190,11 @@ class ChatService:
             client_message_id=result["clientMessageId"],
             conversation_id=result["conversationId"],
             replayed=bool(result.get("replayed")),
+            budget=result.get("budget"),
         )
 
-    def _accept(self, request: dict[str, str]) -> dict[str, str]:
+    def _accept(self, request: dict[str, str]) -> dict[str, Any]:
         user_id = request["userId"]
-        tokens = estimate_tokens(request["message"])
-        self.limits.admit(user_id, tokens)
         job = Job(
             job_id=f"job-{uuid.uuid4().hex}",
             user_id=user_id,
@@ -191,15 +203,43 @@ class ChatService:
             message=request["message"],
             created_at_ms=now_ms(),
         )
+        usage = self._reserve(job)
         try:
             self.history.append(user_id, job.conversation_id, job.job_id, USER, job.message, job.created_at_ms)
             self.jobs.create(job)
             self._enqueue(job)
         except Exception as exc:
-            self._take_back(job, tokens, exc)
+            self._take_back(job, exc)
             raise
+        budget = usage.budget
         return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
-                "conversationId": job.conversation_id}
+                "conversationId": job.conversation_id,
+                "budget": protocol.budget(budget.remaining, budget.limit, budget.resets_at_s)}
+
+    # Budget
+    def _reserve(self, job: Job) -> Usage:
+        """Admit the job within its user's rate limit and reserve the most its LLM call can cost
+        (`call_cost`), held for the job until the worker settles it with the real usage
+        (`UsageLimits.settle`); raises `RateLimited` or `BudgetExceeded`. A job that holds a
+        reservation already is not charged twice."""
+        return self.limits.admit(job.user_id, self.call_cost(job), job_id=job.job_id)
+
+    def call_cost(self, job: Job) -> int:
+        """The most the job's LLM call can cost: the messages the worker will send, read as it reads
+        them (`JobProcessor._context`: the conversation's last `context_max_messages` from the
+        context cache, else from the history, with the job's own message last), and `llm_max_tokens`
+        back. What comes in meanwhile (an earlier job's answer) the worker trims to fit."""
+        res = self.settings.resilience
+        earlier = self._context.get(job.user_id, job.conversation_id)
+        if earlier is None:
+            entries = self.history.latest(job.user_id, job.conversation_id, res.context_max_messages + 1)
+            earlier = [{"role": e.role, "content": e.message, "jobId": e.job_id}
+                       for e in entries if e.role in (USER, ASSISTANT)]
+        earlier = [m for m in earlier if not (m.get("jobId") == job.job_id and m.get("role") == USER)]
+        earlier = earlier[-(res.context_max_messages - 1):] if res.context_max_messages > 1 else []
+        while earlier and earlier[0]["role"] != USER:
+            earlier.pop(0)
+        return call_tokens([m["content"] for m in earlier] + [job.message], res.llm_max_tokens)
 
     def _enqueue(self, job: Job) -> None:
         try:
@@ -211,17 +251,17 @@ class ChatService:
         except Exception as exc:
             raise EnqueueFailed("the message could not be queued: please send it again") from exc
 
-    def _take_back(self, job: Job, tokens: int, cause: Exception) -> None:
+    def _take_back(self, job: Job, cause: Exception) -> None:
         """Undo what was written for a job that never reached the queue, best effort: the job is
         marked failed (a final state, never left queued), the user's entry leaves the history (a
-        resend writes it again) and the tokens go back to the budget. A write that timed out may
+        resend writes it again) and its reservation goes back to the budget. A write that timed out may
         still have landed, so each step checks what is there rather than what the code believes."""
         logger.warning("job not queued, taking it back", extra={"jobId": job.job_id, "cause": repr(cause)})
         entry = Entry(job.job_id, USER, job.message, job.created_at_ms)
         undo = (
             lambda: self.jobs.get(job.job_id) and self.jobs.finish(job.job_id, FAILED, f"not queued: {cause}"[:500]),
             lambda: self.history.remove(job.user_id, job.conversation_id, entry),
-            lambda: self.limits.refund_tokens(job.user_id, tokens),
+            lambda: self.limits.release(job.user_id, job.job_id),
         )
         for step in undo:
             try:
@@ -236,6 +276,76 @@ class ChatService:
 
     def history_since(self, user_id: str, frame: History) -> list[Entry]:
         return self.history.since(user_id, frame.conversation_id, frame.since, limit=HISTORY_PAGE_SIZE)
+
+    def history_page(self, user_id: str, frame: History) -> dict[str, Any]:
+        """The `history` event answering `frame`: one page of the conversation since its point, or
+        after its cursor, within the count and the bytes a reply may take; `next` while more follow."""
+        entries, more = self.history.page(user_id, frame.conversation_id, frame.since, after=frame.cursor,
+                                          limit=HISTORY_PAGE_SIZE)
+        return fit_page(frame.conversation_id, entries, more)
+
+    # Retry
+    def retry(self, user_id: str, frame: Retry) -> Accepted:
+        """Queue the user's own failed job again: the same job and text, admitted as a new message is
+        (rate limit and budget). Idempotent: of two retries (a double click, a resend) one queues it,
+        the other is answered the same; a job that is not failed, or not theirs, is refused."""
+        record = self._own_job(user_id, frame.job_id)
+        if record.get("status") != FAILED:
+            return self._retried_already(record)
+        conversation_id, created_at_ms = record["conversationId"], int(record["createdAtMs"])
+        entry = self.history.entry(user_id, conversation_id, created_at_ms, frame.job_id, USER)
+        if entry is None:  # taken back when it could not be queued (see `_take_back`): never a job to retry
+            raise RetryRefused("job_not_retriable", protocol.RETRY_NOT_RETRIABLE_MESSAGE, 409)
+        job = Job(job_id=frame.job_id, user_id=user_id, conversation_id=conversation_id,
+                  client_message_id=record.get("clientMessageId") or "", message=entry.message,
+                  created_at_ms=created_at_ms)
+        # The admission a new message gets (`_accept`): the rate limit, and the most its call can
+        # cost reserved for the job. (Its failure released the last reservation.)
+        usage = self._reserve(job)
+        retries = self.jobs.retry_failed(job.job_id, user_id)
+        if retries is None:
+            # Another retry of it moved it first and queued it. The job's reservation is one, held
+            # for the job (a second admission reserves nothing more), and that retry's: kept.
+            return self._retried_already(self._own_job(user_id, job.job_id))
+        job = replace(job, retry=retries)
+        try:
+            self._enqueue(job)
+        except Exception as exc:
+            self._take_back_retry(job, exc)
+            raise
+        logger.info("failed job queued again", extra={"jobId": job.job_id, "retry": retries})
+        budget = usage.budget
+        return Accepted(job_id=job.job_id, client_message_id=job.client_message_id,
+                        conversation_id=job.conversation_id,
+                        budget=protocol.budget(budget.remaining, budget.limit, budget.resets_at_s) if budget else None)
+
+    def _own_job(self, user_id: str, job_id: str) -> dict:
+        """The job's row if it is the user's; another user's job is answered as an unknown one."""
+        record = self.jobs.get(job_id)
+        if not record or record.get("userId") != user_id:
+            raise RetryRefused("job_not_found", protocol.RETRY_NOT_FOUND_MESSAGE, 404)
+        return record
+
+    @staticmethod
+    def _retried_already(record: dict) -> Accepted:
+        """A retry of a job that is not failed: answered as the retry that queued it was, if one did
+        and it is not answered yet; refused otherwise."""
+        status = record.get("status") or "unknown"
+        if int(record.get(RETRIES_ATTRIBUTE) or 0) and status != ANSWERED:
+            return Accepted(job_id=record["jobId"], client_message_id=record.get("clientMessageId") or "",
+                            conversation_id=record.get("conversationId") or "", replayed=True)
+        raise RetryRefused("job_not_failed", protocol.RETRY_NOT_FAILED_MESSAGE.format(status=status), 409)
+
+    def _take_back_retry(self, job: Job, cause: Exception) -> None:
+        """A retry that did not reach the queue: the job failed again (its state, never left queued)
+        and its reservation back to the budget, best effort, as `_take_back` does for a new message."""
+        logger.warning("retry not queued, taking it back", extra={"jobId": job.job_id, "cause": repr(cause)})
+        for step in (lambda: self.jobs.finish(job.job_id, FAILED, f"retry not queued: {cause}"[:500]),
+                     lambda: self.limits.release(job.user_id, job.job_id)):
+            try:
+                step()
+            except Exception:
+                logger.exception("could not undo part of a retry that was not queued", extra={"jobId": job.job_id})
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,6 +41,16 @@ Moving messages back
   possible duplicate to a possible loss, and the copy carries the same `redriveId` and job id, so
   the worker, which skips jobs the jobs table already has as answered, does not answer it twice.
 
+Copies a retry superseded
+-------------------------
+A person can retry their failed job from the page (the `retry` action): the job goes back to the
+jobs queue, its row counts the retry (`retries`) and the message carries the count (`Job.retry`, in
+the body, which a DLQ copy keeps). A DLQ copy whose count is below its job's row is of an attempt the
+retry replaced: redriving it would run the job a second time. Given the jobs table (`jobs`; the CLI
+passes it when JOBS_TABLE is set), a redrive leaves such copies out and deletes them from the DLQ
+(`RedriveReport.superseded`; a dry run only lists them), before a move task too. The count, not a
+time, decides: the copy of the retried attempt's own failure carries the new count and is redriven.
+
 Counts: the DLQ's size (visible + in flight + delayed) is read before and after a run; after must
 equal before minus what this run deleted from the DLQ. SQS counts are approximate and settle within
 seconds on AWS, so the check re-reads them for a bounded time before calling a mismatch (a mismatch
@@ -64,7 +74,7 @@ from botocore.exceptions import ClientError
 
 from cloudia import aws
 from cloudia import dlq_format
-from cloudia.jobs import Job, now_ms
+from cloudia.jobs import RETRIES_ATTRIBUTE, Job, now_ms
 from cloudia.settings import Resilience
 
 # SQS returns and accepts at most 10 messages per Receive/SendBatch/DeleteBatch call.
@@ -335,6 +345,16 @@ def find(sqs, dlq_url: str, message_or_job_id: str, lease_s: int = DEFAULT_LEASE
     return None
 
 
+def superseded(message: DlqMessage, jobs) -> bool:
+    """Whether a retry of its job replaced this copy: its retry count is below the job's row's.
+    `jobs` reads a job's row (`JobStore.get`); None knows nothing, so nothing is superseded."""
+    job = message.job
+    if jobs is None or job is None:
+        return False
+    record = jobs.get(job.job_id)
+    return record is not None and int(record.get(RETRIES_ATTRIBUTE) or 0) > job.retry
+
+
 # -- the journal -------------------------------------------------------------------------------
 
 def default_journal_path(dlq_url: str, target_url: str) -> Path:
@@ -441,6 +461,9 @@ class RedriveReport:
     fallback_reason: str = ""
     # The run was asked to stop and did, between two batches; a re-run moves the rest.
     stopped_early: bool = False
+    # Copies a retry of their job replaced (see "Copies a retry superseded"): never sent; deleted
+    # from the DLQ by an applied run (counted in `removed_from_dlq`), only listed by a dry run.
+    superseded: list[DlqMessage] = field(default_factory=list)
 
     @property
     def dlq_expected_after(self) -> int:
@@ -470,6 +493,7 @@ def redrive(
     after_send: Callable[[int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
     move_task_sqs=None,
+    jobs=None,
 ) -> RedriveReport:
     """Move the DLQ messages `selector` matches back to `target_url`; without `apply`, only report.
 
@@ -477,7 +501,8 @@ def redrive(
     the DLQ: the point where an interruption is hardest to survive. `stop_requested()` is asked
     before each batch: a run stops between batches, never inside one. `move_task_sqs` is the client
     used to try `StartMessageMoveTask` (default: one that does not retry, so a missing operation
-    fails fast).
+    fails fast). `jobs` reads a job's row (`JobStore.get`): with it, copies a retry superseded are
+    left out and deleted from the DLQ.
     """
     if dlq_url.rstrip("/") == target_url.rstrip("/"):
         raise DlqError(f"the DLQ and the queue to move its messages to are the same queue: {dlq_url}")
@@ -486,17 +511,22 @@ def redrive(
     report = RedriveReport(apply, METHOD_DRY_RUN, selector, dlq_before, jobs_before)
 
     if not apply:
-        report.selected = look(sqs, dlq_url, selector, limit=None, lease_s=lease_s)[:max_messages]
+        looked = look(sqs, dlq_url, selector, limit=None, lease_s=lease_s)
+        report.superseded = [m for m in looked if superseded(m, jobs)]
+        left_out = {m.message_id for m in report.superseded}
+        report.selected = [m for m in looked if m.message_id not in left_out][:max_messages]
     else:
         moved_by_task = False
         if use_move_task and selector.selects_everything and max_messages is None:
+            if jobs is not None:  # a move task moves what it finds: the superseded copies go first
+                _drop_superseded(sqs, dlq_url, jobs, lease_s, report)
             moved_by_task = _try_move_task(sqs, move_task_sqs, dlq_url, target_url, report, progress)
         if not moved_by_task:
             report.method = METHOD_RECEIVE_SEND_DELETE
             path = journal_path or default_journal_path(dlq_url, target_url)
             with RedriveJournal(path) as journal:
                 _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, max_messages,
-                                     report, progress, after_send, stop_requested)
+                                     report, progress, after_send, stop_requested, jobs)
 
     report.jobs_after = queue_counts(sqs, target_url)
     report.dlq_after = _settled_counts(sqs, dlq_url, report.dlq_expected_after, settle_s)
@@ -513,7 +543,7 @@ def _settled_counts(sqs, url: str, expected_total: int, settle_s: float) -> Queu
 
 
 def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, max_messages, report,
-                         progress, after_send, stop_requested) -> None:
+                         progress, after_send, stop_requested, jobs=None) -> None:
     held: dict[str, DlqMessage] = {}  # leased and not deleted: released at the end
     looked_at = 0  # progress counts messages examined, of the DLQ's size: filters decide how many move
     # A failure the worker sends while the run goes on is not part of it (and a run that kept
@@ -529,6 +559,11 @@ def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, m
             held.update((m.message_id, m) for m in batch)
             looked_at += len(batch)
             chosen = [m for m in batch if m.sent_at_ms <= started_ms and selector.matches(m, at_ms)]
+            # Sent by an earlier run (in the journal): only deleted below, whatever its job's state.
+            stale = [m for m in chosen if m.message_id not in journal.pending and superseded(m, jobs)]
+            if stale:
+                _remove_superseded(sqs, dlq_url, stale, report, held)
+                chosen = [m for m in chosen if m not in stale]
             if max_messages is not None:
                 chosen = chosen[:max(0, max_messages - len(report.selected))]
             report.selected.extend(chosen)
@@ -555,6 +590,39 @@ def _receive_send_delete(sqs, dlq_url, target_url, selector, journal, lease_s, m
     finally:
         # Unselected and unsent messages become visible again now rather than after the lease;
         # sent-but-undeleted ones are safe either way (the journal has them).
+        try:
+            release(sqs, dlq_url, held.values())
+        except ClientError:
+            pass  # they reappear when their lease ends
+
+
+def _remove_superseded(sqs, dlq_url: str, messages: list[DlqMessage], report: RedriveReport,
+                       held: dict[str, DlqMessage] | None = None) -> None:
+    """Delete copies a retry superseded from the DLQ (one not deleted stays, and a re-run finds it)."""
+    response = sqs.delete_message_batch(
+        QueueUrl=dlq_url, Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)])
+    for failure in response.get("Failed", []):
+        message = messages[int(failure["Id"])]
+        report.send_failures.append(f"{message.message_id}: superseded by a retry of its job, but not deleted: "
+                                    f"{failure.get('Code')} {failure.get('Message', '')}".strip())
+    deleted = [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
+    report.superseded.extend(deleted)
+    report.removed_from_dlq += len(deleted)
+    for m in deleted:
+        if held is not None:
+            held.pop(m.message_id, None)
+
+
+def _drop_superseded(sqs, dlq_url: str, jobs, lease_s: int, report: RedriveReport) -> None:
+    """One pass over the DLQ before a move task: the superseded copies deleted, the rest let go."""
+    held: dict[str, DlqMessage] = {}
+    try:
+        for batch in lease(sqs, dlq_url, lease_s):
+            held.update((m.message_id, m) for m in batch)
+            stale = [m for m in batch if superseded(m, jobs)]
+            if stale:
+                _remove_superseded(sqs, dlq_url, stale, report, held)
+    finally:
         try:
             release(sqs, dlq_url, held.values())
         except ClientError:
@@ -618,7 +686,8 @@ def _try_move_task(sqs, move_task_sqs, dlq_url, target_url, report: RedriveRepor
         if task.get("Status") != MOVE_TASK_RUNNING:
             break
         time.sleep(MOVE_TASK_POLL_S)
-    report.sent = report.removed_from_dlq = moved
+    report.sent = moved
+    report.removed_from_dlq += moved  # after any superseded copies deleted first
     if task.get("Status") != "COMPLETED":
         report.send_failures.append(f"move task ended {task.get('Status')}: {task.get('FailureReason', '')}".strip())
     return True

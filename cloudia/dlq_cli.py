@@ -5,7 +5,9 @@
     python -m cloudia.dlq redrive [filters] [--apply] [--max-messages N] [--journal PATH] [--no-move-task]
 
 Queue URLs come from JOBS_QUEUE_URL and JOBS_DLQ_URL (as `Settings.from_env()` reads them) unless
---queue-url / --dlq-url are given; with JOBS_TABLE set, `inspect` also shows the job's row there. `redrive` is a dry run unless --apply is given.
+--queue-url / --dlq-url are given; with JOBS_TABLE set, `inspect` also shows the job's row there, and
+`redrive` leaves out (and deletes) the copies of jobs their users retried since (see `cloudia.dlq`).
+`redrive` is a dry run unless --apply is given.
 
 Ctrl-C (or SIGTERM) during `redrive --apply` stops after the batch in hand; a second one at once.
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             return _list(sqs, dlq_url, _selector(args), args)
         if args.command == "inspect":
             return _inspect(sqs, dlq_url, settings, args)
-        return _redrive(sqs, dlq_url, queue_url, _selector(args), args)
+        return _redrive(sqs, dlq_url, queue_url, _selector(args), args, _job_store(settings))
     except dlq.DlqError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -142,6 +144,13 @@ def _print_table(messages: list[dlq.DlqMessage]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+def _job_store(settings: Settings) -> JobStore | None:
+    """The jobs table, when known: a redrive leaves out the copies a retry superseded."""
+    if not settings.jobs_table:
+        return None
+    return JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
 
 
 def _job_record(settings: Settings, job) -> dict | None:
@@ -246,14 +255,14 @@ class StopBetweenBatches:
         return self.requested
 
 
-def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args) -> int:
+def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args, jobs: JobStore | None = None) -> int:
     progress = StderrProgress("redrive")
     try:
         with StopBetweenBatches() as stop:
             report = dlq.redrive(
                 sqs, dlq_url, queue_url, selector, apply=args.apply, journal_path=args.journal,
                 lease_s=int(args.lease), max_messages=args.max_messages, use_move_task=not args.no_move_task,
-                settle_s=args.settle, progress=progress, stop_requested=stop,
+                settle_s=args.settle, progress=progress, stop_requested=stop, jobs=jobs,
             )
     finally:
         progress.close()
@@ -262,12 +271,18 @@ def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args) ->
     if not report.applied:
         print(f"dry run: would move {len(report.selected)} of {report.dlq_before.total} ({selector.describe()})")
         _print_table(report.selected)
+        if report.superseded:
+            print(f"and would leave out {len(report.superseded)} whose job its user retried since "
+                  "(deleted with --apply): " + ", ".join(m.message_id for m in report.superseded))
         print("nothing moved; run again with --apply to move them")
     else:
         via = report.method + (f"; {report.fallback_reason}" if report.fallback_reason else "")
-        print(f"moved {report.removed_from_dlq} ({selector.describe()}) via {via}")
+        print(f"moved {report.removed_from_dlq - len(report.superseded)} ({selector.describe()}) via {via}")
         if report.stopped_early:
             print("  stopped early on request; run again to move the rest", file=sys.stderr)
+        if report.superseded:
+            print(f"  left out and deleted {len(report.superseded)} whose job its user retried since "
+                  "(the retry runs it): " + ", ".join(m.message_id for m in report.superseded))
         if report.finished_from_journal:
             print(f"  of which {report.finished_from_journal} had been sent by an interrupted run "
                   "and were only deleted from the DLQ (not sent again)")

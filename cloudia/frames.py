@@ -20,6 +20,9 @@ SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 SafeId = Annotated[str, StringConstraints(pattern=SAFE_ID_PATTERN)]
+# A history page's `next` cursor, passed back as is: the position (the history's sort key) of the last
+# entry the page held. It can only point inside the asker's own conversation (the key's other half).
+HISTORY_CURSOR_PATTERN = r"^[0-9]{13}#[A-Za-z0-9_.:-]{1,128}#[a-z]{1,16}$"
 
 
 class _Frame(BaseModel):
@@ -42,11 +45,20 @@ class History(_Frame):
     action: Literal["history", "resume"]
     conversation_id: SafeId = Field(alias="conversationId")
     since: Annotated[int, Field(ge=0)] = 0
+    # The `next` of the previous page: the entries after it (`since` is then not used).
+    cursor: Annotated[str, StringConstraints(pattern=HISTORY_CURSOR_PATTERN)] | None = None
 
 
-Frame = Annotated[Union[SendMessage, Ping, History], Field(discriminator="action")]
+class Retry(_Frame):
+    """Queue the sender's own failed job again: the same job, the same text."""
+
+    action: Literal["retry"]
+    job_id: SafeId = Field(alias="jobId")
+
+
+Frame = Annotated[Union[SendMessage, Ping, History, Retry], Field(discriminator="action")]
 _FRAME = TypeAdapter(Frame)
-ACTIONS = ("sendMessage", "ping", "history", "resume")
+ACTIONS = ("sendMessage", "ping", "history", "resume", "retry")
 
 
 class FrameError(ValueError):
@@ -56,7 +68,7 @@ class FrameError(ValueError):
         self.message = message
 
 
-def parse_frame(body: str | bytes | None, max_message_chars: int) -> SendMessage | Ping | History:
+def parse_frame(body: str | bytes | None, max_message_chars: int) -> SendMessage | Ping | History | Retry:
     if body is None or body == "" or body == b"":
         raise FrameError("empty_frame", "the frame is empty: send a JSON object with an 'action'")
     if isinstance(body, bytes):
@@ -106,6 +118,8 @@ def _field_error(exc: ValidationError) -> FrameError:
     field = str(first["loc"][-1]) if first["loc"] else "frame"
     if first["type"] == "missing":
         return FrameError("missing_field", f"'{field}' is required")
+    if first["type"] == "string_pattern_mismatch" and field == "cursor":
+        return FrameError("invalid_field", "'cursor' must be the 'next' of a history page, passed back as is")
     if first["type"] == "string_pattern_mismatch":
         return FrameError("invalid_field", f"'{field}' must be 1-128 characters of letters, digits and _ . : -")
     return FrameError("invalid_field", f"'{field}' is invalid: {first['msg']}")

@@ -27,6 +27,11 @@ CUT_IN_A_ROW_ATTRIBUTE = "cutInARow"
 RECOVERED_DETAIL = "recovered after a crash: the finished answer was kept, not paid again"
 # The worker's log line the moment it has a whole answer (before keeping it): the chaos tally's proof.
 ANSWER_COMPLETE_LOG = "LLM answer complete"
+# A person's retry of their failed job (the `retry` action) moves it failed -> queued again, counting
+# the retries; the message it queues carries that count (`Job.retry`), and so does the DLQ copy made
+# if it fails again. A DLQ copy of an earlier count is superseded: the redrive leaves it out.
+RETRIES_ATTRIBUTE = "retries"
+RETRIED_AT_ATTRIBUTE = "retriedAtMs"
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,15 @@ class Job:
     client_message_id: str
     message: str
     created_at_ms: int
+    # How many times its user had retried the job when this message was queued (0: the first send,
+    # left out of the JSON so that the body stays what it always was).
+    retry: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        body = asdict(self)
+        if not self.retry:
+            del body["retry"]
+        return json.dumps(body, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, body: str) -> "Job":
@@ -76,6 +87,8 @@ class JobStore:
                     "status": {"S": QUEUED},
                     "userId": {"S": job.user_id},
                     "conversationId": {"S": job.conversation_id},
+                    # A retry queues the same job again: its message id (the text is in the history).
+                    "clientMessageId": {"S": job.client_message_id},
                     "createdAtMs": {"N": str(job.created_at_ms)},
                     JOBS_TTL_ATTRIBUTE: {"N": str(job.created_at_ms // 1000 + self._ttl_s)},
                 },
@@ -166,6 +179,27 @@ class JobStore:
                                       "#x": CUT_IN_A_ROW_ATTRIBUTE},
             ExpressionAttributeValues={":queued": {"S": QUEUED}, ":calling": {"S": CALLING}},
         )
+
+    def retry_failed(self, job_id: str, user_id: str) -> int | None:
+        """A person's retry: their failed job `queued` again, once (of two retries at once, one moves
+        it); the job's retries so far, this one included, or None if it is not that user's failed job.
+        The failure's detail and the last call's marks go: the next call starts afresh (its attempt
+        number goes on counting, so its tokens replace any earlier text on the page)."""
+        try:
+            reply = self._db.update_item(
+                TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                UpdateExpression="SET #s = :queued, #r = :t REMOVE detail, finishedAtMs, #c, #h, #x ADD #n :one",
+                ConditionExpression="#s = :failed AND #u = :user",
+                ExpressionAttributeNames={"#s": "status", "#u": "userId", "#r": RETRIED_AT_ATTRIBUTE,
+                                          "#n": RETRIES_ATTRIBUTE, "#c": CALL_STARTED_ATTRIBUTE,
+                                          "#h": CALL_HEARTBEAT_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE},
+                ExpressionAttributeValues={":queued": {"S": QUEUED}, ":failed": {"S": FAILED},
+                                           ":user": {"S": user_id}, ":t": {"N": str(now_ms())},
+                                           ":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW")
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return None
+        return int(reply["Attributes"][RETRIES_ATTRIBUTE]["N"])
 
     def _update_if(self, job_id: str, **update) -> bool:
         """One conditional update of the job's row; False if its condition did not hold."""

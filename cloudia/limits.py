@@ -1,40 +1,79 @@
 """Per-user guards against unexpected cost (FinOps), in Redis: a rate limit per minute and a daily
-token budget. The functions check and charge a message's tokens when they accept it; the worker
-adds the answer's tokens with `charge_tokens`. `ping` and `history` frames have a rate limit of their
-own (`admit_frame`); the cap on a user's connections is the connection registry's (`TooManyConnections`).
+token budget. `ping` and `history` frames have a rate limit of their own (`admit_frame`); the cap on a
+user's connections is the connection registry's (`TooManyConnections`).
+
+The budget holds: admitting a message reserves the most its LLM call can cost (`call_tokens`: the
+context the worker sends, the message, and `llm_max_tokens` back), checked against what is left and
+charged in one script, so concurrent admissions cannot pass the limit. The reservation is held for
+its job (`budget_hold_key`: the amount and its day) until the worker settles it once, when the job
+ends (`settle`): answered, the real usage replaces it; failed for good, it is released. A hold lives
+until its day's reset, when its day's counter stops counting anyway.
 
 Windows are fixed (the current UTC minute, the current UTC day), so a check is one atomic script.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import redis
 
 from cloudia import protocol
-from cloudia.schema import budget_key, frame_rate_key, rate_key
+from cloudia.schema import budget_hold_key, budget_key, frame_rate_key, rate_key
 
 # A rate counter outlives its minute a little, a budget counter its day, then Redis drops them.
 RATE_KEY_TTL_S = 120
 BUDGET_KEY_TTL_S = 2 * 86400
-# A rough, provider-neutral estimate: about four characters per token.
-CHARS_PER_TOKEN = 4
+# A conservative, provider-neutral count of tokens: one per two bytes of UTF-8, rounded up. No tokenizer
+# of the providers' models runs offline here (tiktoken downloads its encodings at first use; Anthropic
+# publishes none for its current models), so this is an upper bound measured against cl100k_base and
+# o200k_base (the larger count of the two): English prose uses 0.21 tokens a byte, Portuguese 0.27,
+# code and Markdown 0.26, Russian 0.21, Chinese 0.36, Hindi 0.39; a half leaves about 2x room for
+# English and Portuguese, enough for Claude's tokenizer too (reported to count up to a third more than
+# OpenAI's). Byte soup (random characters, base64, digits one by one, emoji, rare ideographs) can take
+# up to one token a byte, twice the estimate: the worker settles with the real usage, so such a call is
+# still charged in full, after it (and the next admissions see it).
+BYTES_PER_TOKEN = 2
+# The chat format's own tokens: a role and separators around each message, and a few that start the
+# reply (OpenAI counts 4 and 3).
+MESSAGE_OVERHEAD_TOKENS = 8
+CALL_OVERHEAD_TOKENS = 8
 
 ACCEPTED, RATE_LIMITED, BUDGET_EXCEEDED = 0, 1, 2
 
-# KEYS: rate, budget. ARGV: rate ttl, rate limit, tokens, budget, budget ttl.
-# The rate counter counts every attempt; tokens are charged only for an accepted message.
+# KEYS: rate, budget[, the job's hold]. ARGV: rate ttl, rate limit, tokens, budget, budget ttl[, the
+# hold's value, its ttl]. The rate counter counts every attempt; tokens are reserved only for an
+# accepted message, and only if what is left covers them. A job that holds a reservation already is
+# accepted without a second one (a retried admission of the same job).
 _ADMIT = """
 local rate = redis.call('INCR', KEYS[1])
 if rate == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-if rate > tonumber(ARGV[2]) then return {1, rate, tonumber(redis.call('GET', KEYS[2]) or '0')} end
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if rate > tonumber(ARGV[2]) then return {1, rate, used} end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {0, rate, used} end
 if used + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return {2, rate, used} end
 used = redis.call('INCRBY', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) end
 return {0, rate, used}
+"""
+
+# KEYS: the job's hold, its day's budget. ARGV: the hold's value as read, the tokens it holds, the
+# tokens to charge instead. Once: the hold goes with it, so a second settle (a redelivered job) finds
+# nothing and changes nothing. Nil when nothing was held (settled already, or past its day).
+_SETTLE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local used = redis.call('INCRBY', KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+if used < 0 then
+  redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+  used = 0
+end
+return used
 """
 
 # KEYS: a rate counter. ARGV: its ttl. The count, this attempt included.
@@ -61,13 +100,37 @@ class RateLimited(LimitExceeded):
 class BudgetExceeded(LimitExceeded):
     reason = "budget_exceeded"
 
+    def __init__(self, message: str, budget: "Budget", needed_tokens: int):
+        super().__init__(message, retry_after_s=budget.resets_in_s)
+        self.budget = budget
+        self.needed_tokens = needed_tokens
+
 
 class TooManyConnections(LimitExceeded):
     reason = "too_many_connections"
 
 
 def estimate_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    """At most how many tokens `text` is for the providers' tokenizers (see `BYTES_PER_TOKEN`)."""
+    return max(1, math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN))
+
+
+def call_tokens(contents: Iterable[str], max_tokens: int) -> int:
+    """The most an LLM call can cost: the messages it sends (their `contents`, the context and the
+    new message) in, and `max_tokens` out (the cap every call carries)."""
+    return CALL_OVERHEAD_TOKENS + sum(estimate_tokens(c) + MESSAGE_OVERHEAD_TOKENS for c in contents) + max_tokens
+
+
+def within_reservation(messages: Sequence[dict], reserved_tokens: int, max_tokens: int) -> list[dict]:
+    """`messages` (oldest first, the job's own last) less their oldest ones until the call fits what its
+    admission reserved: the context can have grown since (answers of earlier jobs that came in
+    meanwhile). The job's own message always stays; the first one left is the user's."""
+    kept = list(messages)
+    while len(kept) > 1 and call_tokens((m["content"] for m in kept), max_tokens) > reserved_tokens:
+        kept.pop(0)
+        while len(kept) > 1 and kept[0].get("role") != "user":
+            kept.pop(0)
+    return kept
 
 
 def _minute(now_s: float) -> int:
@@ -80,6 +143,28 @@ def _seconds_to_next_minute(now_s: float) -> int:
 
 def _day(now_s: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now_s))
+
+
+def _next_day_s(now_s: float) -> int:
+    """When the budget resets: the next UTC midnight, in epoch seconds."""
+    return (int(now_s) // 86400 + 1) * 86400
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A user's daily budget as they are told it: used (reservations included), its limit, its reset."""
+
+    used: int
+    limit: int
+    resets_at_s: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    @property
+    def resets_in_s(self) -> int:
+        return max(1, math.ceil(self.resets_at_s - time.time()))
 
 
 def charge_tokens(client: redis.Redis, user_id: str, tokens: int, now_s: float | None = None) -> int:
@@ -95,6 +180,34 @@ def charge_tokens(client: redis.Redis, user_id: str, tokens: int, now_s: float |
 class Usage:
     requests_this_minute: int
     tokens_today: int
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A job's reservation: how many tokens, counted in which day's budget."""
+
+    tokens: int
+    day: str
+    raw: str
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "Hold | None":
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+            return cls(int(value["tokens"]), str(value["day"]), raw)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    reserved_tokens: int
+    charged_tokens: int
+    # The day's total after it (-1: that day's counter is gone already).
+    tokens_that_day: int
 
 
 class UsageLimits:
@@ -106,6 +219,7 @@ class UsageLimits:
         self._frame_rate_limit = frame_rate_limit_per_minute
         self._admit = client.register_script(_ADMIT)
         self._count = client.register_script(_COUNT)
+        self._settle = client.register_script(_SETTLE)
 
     def admit_frame(self, user_id: str, now_s: float | None = None) -> int:
         """Count one `ping` or `history` frame of the user in the current minute, or raise
@@ -120,20 +234,48 @@ class UsageLimits:
                 limit=self._frame_rate_limit, retry_after_s=retry_after_s), retry_after_s=retry_after_s)
         return count
 
-    def admit(self, user_id: str, tokens: int, now_s: float | None = None) -> Usage:
-        """Count one request and charge `tokens`, or raise `RateLimited` / `BudgetExceeded`."""
+    def admit(self, user_id: str, tokens: int, now_s: float | None = None, job_id: str | None = None) -> Usage:
+        """Count one request and reserve `tokens` of the day's budget if what is left covers them, or
+        raise `RateLimited` / `BudgetExceeded`. With `job_id` the reservation is held for that job
+        until `settle` (a job that holds one already is not charged again)."""
         now_s = time.time() if now_s is None else now_s
-        verdict, rate, used = self._admit(
-            keys=[rate_key(user_id, _minute(now_s)), budget_key(user_id, _day(now_s))],
-            args=[RATE_KEY_TTL_S, self._rate_limit, tokens, self._budget, BUDGET_KEY_TTL_S],
-        )
+        day, resets_at_s = _day(now_s), _next_day_s(now_s)
+        keys = [rate_key(user_id, _minute(now_s)), budget_key(user_id, day)]
+        args = [RATE_KEY_TTL_S, self._rate_limit, tokens, self._budget, BUDGET_KEY_TTL_S]
+        if job_id is not None:
+            keys.append(budget_hold_key(job_id))
+            hold = json.dumps({"tokens": tokens, "day": day}, separators=(",", ":"))
+            args += [hold, max(1, math.ceil(resets_at_s - now_s))]
+        verdict, rate, used = self._admit(keys=keys, args=args)
+        budget = Budget(int(used), self._budget, resets_at_s)
         if verdict == RATE_LIMITED:
             raise RateLimited(f"too many messages: at most {self._rate_limit} a minute, try again shortly")
         if verdict == BUDGET_EXCEEDED:
-            raise BudgetExceeded(
-                f"daily token budget reached ({used} of {self._budget} tokens used): try again tomorrow"
-            )
-        return Usage(int(rate), int(used))
+            raise BudgetExceeded(protocol.BUDGET_EXCEEDED_MESSAGE.format(
+                needed=tokens, remaining=budget.remaining, limit=self._budget,
+                resets_at=time.strftime("%H:%M", time.gmtime(resets_at_s))), budget, tokens)
+        return Usage(int(rate), int(used), budget)
+
+    def held(self, job_id: str) -> Hold | None:
+        """What the job holds of its user's budget (None: nothing, or it was settled)."""
+        return Hold.parse(self._redis.get(budget_hold_key(job_id)))
+
+    def settle(self, user_id: str, job_id: str, real_tokens: int | None) -> Settlement | None:
+        """End the job's reservation, once: charge `real_tokens` instead of it (0 releases it; None keeps
+        what was reserved). None when the job holds nothing (settled already, or its day is over)."""
+        hold = self.held(job_id)
+        if hold is None:
+            return None
+        charged = hold.tokens if real_tokens is None else max(0, int(real_tokens))
+        used = self._settle(keys=[budget_hold_key(job_id), budget_key(user_id, hold.day)],
+                            args=[hold.raw, hold.tokens, charged])
+        if used is None:
+            return None
+        return Settlement(hold.tokens, charged, int(used))
+
+    def release(self, user_id: str, job_id: str) -> Settlement | None:
+        """Give the job's whole reservation back (its call will not be made, or was not answered)."""
+        return self.settle(user_id, job_id, 0)
 
     def charge_tokens(self, user_id: str, tokens: int, now_s: float | None = None) -> int:
         return charge_tokens(self._redis, user_id, tokens, now_s)

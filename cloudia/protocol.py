@@ -22,14 +22,37 @@ TOO_MANY_CONNECTIONS_MESSAGE = ("too many open connections: at most {limit} at a
 FRAMES_RATE_LIMITED_MESSAGE = ("too many ping and history requests: at most {limit} a minute; "
                                "try again in {retry_after_s} s")
 CONNECTION_CLOSED_MESSAGE = "this connection was closed: reconnect"
+# A message whose call could cost more than what is left of the day's budget.
+BUDGET_EXCEEDED_MESSAGE = ("daily token budget reached: this message could cost up to {needed} tokens and "
+                           "{remaining} of {limit} are left today; the budget resets at {resets_at} UTC")
+
+# A `retry` refused (the `error` event's reason says which; it carries the jobId and `action: "retry"`).
+RETRY_NOT_FOUND_MESSAGE = "no such message of yours to retry"
+RETRY_NOT_FAILED_MESSAGE = "only a failed message can be retried: this one is {status}"
+RETRY_NOT_RETRIABLE_MESSAGE = "this message never reached the queue and cannot be retried: please send it again"
 
 
 def event(name: str, **fields: Any) -> dict[str, Any]:
     return {"event": name, **{k: v for k, v in fields.items() if v is not None}}
 
 
-def queued(job_id: str, client_message_id: str | None = None) -> dict[str, Any]:
-    return event("queued", jobId=job_id, clientMessageId=client_message_id)
+def budget(remaining: int, limit: int, resets_at_s: int) -> dict[str, int]:
+    """The user's daily token budget: what is left (reservations of jobs in flight counted as spent
+    until they are settled), the limit, and when it resets (epoch seconds, the next UTC midnight)."""
+    return {"remaining": remaining, "limit": limit, "resetsAt": resets_at_s}
+
+
+def queued(job_id: str, client_message_id: str | None = None,
+           budget: dict[str, int] | None = None) -> dict[str, Any]:
+    """`budget` (see `budget`): what is left once this message's reservation is taken."""
+    return event("queued", jobId=job_id, clientMessageId=client_message_id, budget=budget)
+
+
+def budget_exceeded(message: str, budget: dict[str, int], retry_after_s: int,
+                    client_message_id: str | None = None) -> dict[str, Any]:
+    """A message refused by the daily budget: what is left, when it resets, and in how many seconds."""
+    return error(message, reason="budget_exceeded", budget=budget, retryAfter=retry_after_s,
+                 clientMessageId=client_message_id)
 
 
 def token(job_id: str, text: str, attempt: int) -> dict[str, Any]:
@@ -65,9 +88,14 @@ def disconnected() -> dict[str, Any]:
     return event("disconnected")
 
 
-def history(conversation_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The entries of a conversation since a point (`resume`), oldest first, each `Entry.as_frame()`."""
-    return {"event": "history", "conversationId": conversation_id, "messages": messages}
+def history(conversation_id: str, messages: list[dict[str, Any]], next_cursor: str | None = None) -> dict[str, Any]:
+    """A page of a conversation's entries since a point (`resume`), oldest first, each `Entry.as_frame()`.
+    `next`, while more entries follow: the client asks for them with `{"action": "history",
+    "conversationId": ..., "cursor": next}`; a page without `next` is the last."""
+    frame = {"event": "history", "conversationId": conversation_id, "messages": messages}
+    if next_cursor is not None:
+        frame["next"] = next_cursor
+    return frame
 
 
 def dumps(frame: dict[str, Any]) -> str:

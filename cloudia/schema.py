@@ -59,6 +59,11 @@ def budget_key(user_id: str, day: str) -> str:
     return f"budget:{user_id}:{day}"
 
 
+def budget_hold_key(job_id: str) -> str:
+    """What a job holds of its user's budget from its admission until the worker settles it."""
+    return f"hold:job:{job_id}"
+
+
 def breaker_key(name: str) -> str:
     return f"breaker:{name}"
 

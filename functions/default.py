@@ -5,7 +5,10 @@ been lost and was made again, so the client reads what it missed); `history` ans
 since a point, so a client that reconnects loses no answer; any other frame gets an `error` event
 that says why. `ping` and `history` frames count against the user's frame rate limit: past it the
 client gets an `error` event (reason `rate_limited`, `action` the refused frame's) with `retryAfter`
-in seconds.
+in seconds. A `history` reply is one page, within API Gateway's 128 KB per message: its `next`
+cursor, when present, asks for the following page. `retry` queues the sender's own failed job again
+(the same job and text, within the message rate limit and the daily budget, as `sendMessage`) and
+answers `queued` (or `circuit_open`), or an `error` event with the jobId that says why not.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from cloudia import chat, protocol, ws_events
-from cloudia.frames import FrameError, History, Ping, SendMessage, parse_frame
+from cloudia.frames import FrameError, History, Ping, Retry, SendMessage, parse_frame
 from cloudia.limits import RateLimited
 
 logger = Logger()
@@ -31,9 +34,9 @@ def handler(event, context):
         logger.append_keys(connectionId=connection_id)
         service = chat.service()
         frame = parse_frame(ws_events.frame_body(event), service.settings.resilience.max_message_chars)
-        if isinstance(frame, SendMessage):
-            # Its own route and function (with the grants to queue a job) take these frames.
-            raise FrameError("unexpected_action", "sendMessage frames go to the sendMessage route")
+        if isinstance(frame, (SendMessage, Retry)):
+            # Their own route and function (with the grants to queue a job) take these frames.
+            raise FrameError("unexpected_action", f"{frame.action} frames go to the {frame.action} route")
         if isinstance(frame, Ping):
             authorized = ws_events.authorized_user(event)
             service.admit_frame(service.frame_user(connection_id, authorized))
@@ -57,6 +60,6 @@ def handler(event, context):
 def _history(service: chat.ChatService, connection_id: str, event, frame: History) -> dict:
     user_id = service.current_user(connection_id, ws_events.authorized_user(event))
     service.admit_frame(user_id)
-    entries = service.history_since(user_id, frame)
+    page = service.history_page(user_id, frame)
     metrics.add_metric(name="HistoryRequests", unit=MetricUnit.Count, value=1)
-    return ws_events.respond(200, protocol.history(frame.conversation_id, [e.as_frame() for e in entries]))
+    return ws_events.respond(200, page)

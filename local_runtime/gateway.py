@@ -80,7 +80,7 @@ CLOSE_TIMEOUT_S = 2.0
 SHED_CLOSE_CODE = WSCloseCode.POLICY_VIOLATION
 
 # Frame `action` -> route key, as the deployed API defines its routes; anything else is `$default`.
-ACTION_ROUTES = ("sendMessage", "ping", "history", "resume")
+ACTION_ROUTES = ("sendMessage", "retry", "ping", "history", "resume")
 # The `$connect` REQUEST authorizer, as on AWS: run before `$connect`; its context rides on every event.
 AUTHORIZER = "$authorizer"
 # Route key -> handler module in functions/ (the CDK app's functions).
@@ -89,6 +89,7 @@ ROUTE_MODULES = {
     "$connect": "connect",
     "$disconnect": "disconnect",
     "sendMessage": "send_message",
+    "retry": "send_message",
     "ping": "default",
     "history": "default",
     "resume": "default",

@@ -36,6 +36,12 @@
   const messageInput = $("message");
   const notice = $("notice");
   const emptyHint = $("empty").cloneNode(true);
+  // The day's token budget, as the last `queued` or budget refusal told it, in a line under the composer.
+  const budgetLine = document.createElement("p");
+  budgetLine.id = "budget";
+  budgetLine.className = "budget";
+  budgetLine.hidden = true;
+  $("composer").appendChild(budgetLine);
 
   // Per-user state that is no secret (which conversation, how far it was read), kept across sessions in
   // localStorage under the user's `sub`. Tokens never go there: see `saveSession`.
@@ -75,6 +81,8 @@
   let needRefresh = false;         // the backend refused the token: refresh before connecting again
   let pingTimer = null;
   let pongTimer = null;
+  let historyRequest = null;       // the history page asked for last (sent again when rate limited)
+  let historyTimer = null;
   let everConnected = false;
   let connectionCount = 0;
 
@@ -126,6 +134,34 @@
     turn.node.querySelector(".state").textContent = STATE_LABEL[state] || state;
     turn.node.querySelector(".detail").textContent = detail;
     turn.node.querySelector(".detail").title = detail;
+    showRetry(turn);
+  }
+
+  // A failed job (one the backend queued: it has a jobId) can be queued again without retyping it.
+  function showRetry(turn) {
+    let button = turn.node.querySelector("button.retry");
+    const retriable = turn.state === "failed" && !!turn.jobId;
+    if (retriable && !button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.className = "retry ghost";
+      button.textContent = "Retry";
+      button.addEventListener("click", () => retryTurn(turn));
+      turn.node.querySelector(".bubble.user footer").appendChild(button);
+    }
+    if (button) button.hidden = !retriable;
+  }
+
+  // `retry` queues the same job again (the backend checks it is this user's, and failed, and the limits);
+  // its reply is `queued` (or an `error` naming the job), like a sendMessage's.
+  function retryTurn(turn) {
+    if (turn.state !== "failed" || !turn.jobId) return;
+    if (!send({ action: "retry", jobId: turn.jobId })) {
+      say("Not connected: retry once the page is back online.");
+      return;
+    }
+    turn.retriedAtMs = Date.now();
+    setState(turn, "sending", "retrying…");
   }
 
   function showAnswer(turn, text) {
@@ -140,6 +176,24 @@
   function setStatus(status, text) {
     statusBox.dataset.status = status;
     statusText.textContent = text;
+  }
+
+  // `budget`: {remaining, limit, resetsAt (epoch s)}; null forgets it (signed out).
+  function showBudget(budget) {
+    if (!budget || typeof budget.remaining !== "number" || typeof budget.limit !== "number") {
+      budgetLine.hidden = true;
+      budgetLine.textContent = "";
+      return;
+    }
+    const number = (n) => Number(n).toLocaleString();
+    const resets = new Date(Number(budget.resetsAt) * 1000);
+    const at = Number.isNaN(resets.getTime()) ? ""
+      : ` · resets at ${resets.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+    budgetLine.textContent = `${number(budget.remaining)} of ${number(budget.limit)} tokens left today${at}`;
+    budgetLine.title = "Each message reserves the most its answer can cost; what it does not use comes back "
+      + "once it is answered.";
+    budgetLine.dataset.level = budget.remaining <= 0 ? "out" : budget.remaining < budget.limit / 10 ? "low" : "ok";
+    budgetLine.hidden = false;
   }
 
   let noticeTimer = null;
@@ -200,11 +254,19 @@
       return;
     }
     if (frame.event === "history") { onHistory(frame); return; }
+    if (frame.event === "error" && frame.action === "history" && frame.reason === "rate_limited") {
+      // A long history comes in pages, each a frame counted against the limit: go on when it allows.
+      clearTimeout(historyTimer);
+      historyTimer = setTimeout(() => { if (historyRequest) send(historyRequest); },
+        1000 * (Number(frame.retryAfter) || 5));
+      return;
+    }
     if (frame.event === "error" && !frame.jobId && SESSION_LOST.includes(frame.reason)) {
       if (socket === ws && TOKEN_REFUSED.includes(frame.reason)) needRefresh = true;
       if (socket) socket.close(4001, "session lost");
       return;
     }
+    if (frame.budget && (frame.event === "queued" || frame.event === "error")) showBudget(frame.budget);
     const turn = turnOf(frame);
     if (!turn) {
       if (frame.jobId && ["token", "answer", "error"].includes(frame.event)) {
@@ -284,10 +346,18 @@
         turn.answer = entry.message;
         setState(turn, "answered");
         showAnswer(turn, entry.message);
-      } else if (entry.role === "error" && !["answered", "failed"].includes(turn.state)) {
+      } else if (entry.role === "error" && !["answered", "failed"].includes(turn.state)
+        && !(turn.retriedAtMs && Number(entry.at) <= turn.retriedAtMs)) { // not the failure a retry replaced
         setState(turn, "failed", entry.message);
       }
       if (entry.at) seen(Number(entry.at));
+    }
+    // A page of the history: `next` asks for the one after it, until a page without `next`.
+    if (frame.next) {
+      historyRequest = { action: "history", conversationId, cursor: frame.next };
+      send(historyRequest);
+    } else {
+      historyRequest = null;
     }
   }
 
@@ -490,6 +560,7 @@
     outbox.length = 0;
     userId = "";
     userName = "";
+    showBudget(null);
     setStatus("offline", "signed out");
     authMessage(message, kind);
     showView("signin");
@@ -631,7 +702,9 @@
   function requestHistory(wasReconnect) {
     // On a reconnect, what happened since the last event; on a fresh page, the whole conversation.
     const since = wasReconnect || turnsByClientId.size ? Math.max(0, lastSeenMs - HISTORY_MARGIN_MS) : 0;
-    send({ action: "history", conversationId, since });
+    clearTimeout(historyTimer);
+    historyRequest = { action: "history", conversationId, since };
+    send(historyRequest);
   }
 
   function send(frame) {

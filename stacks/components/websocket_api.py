@@ -18,7 +18,8 @@ from stacks.config import AppConfig
 
 # Routes by the frame's `action` (architecture: client <-> backend protocol).
 ROUTE_SELECTION = "$request.body.action"
-MESSAGE_ROUTES = {"sendMessage": "send_message", "ping": "default", "history": "default", "resume": "default"}
+MESSAGE_ROUTES = {"sendMessage": "send_message", "retry": "send_message", "ping": "default", "history": "default",
+                  "resume": "default"}
 ACCESS_LOG_FORMAT = json.dumps({
     "requestId": "$context.requestId", "connectionId": "$context.connectionId",
     "routeKey": "$context.routeKey", "eventType": "$context.eventType", "status": "$context.status",

@@ -18,6 +18,7 @@ import pytest
 
 from cloudia import chat, redis_client
 from cloudia.settings import Settings, resilience_env
+from local_runtime.gateway import ROUTE_MODULES
 from local_runtime.identity import LocalUserPool
 from tests.support.cognito_tokens import mint
 
@@ -158,7 +159,7 @@ class Functions:
         return connection_id
 
     def send(self, connection_id: str, frame, route_key: str = "sendMessage", **kwargs) -> dict:
-        module = self.modules["send_message" if route_key == "sendMessage" else "default"]
+        module = self.modules[ROUTE_MODULES.get(route_key, "default")]
         return module.handler(message_event(route_key, connection_id, frame, **kwargs), FakeLambdaContext())
 
     def queued_jobs(self) -> list[dict]:

@@ -113,11 +113,14 @@ def test_over_the_rate_limit_a_message_is_refused_and_not_queued(functions_with,
 
 
 def test_over_the_daily_token_budget_a_message_is_refused_and_counted(functions_with, settings, capsys):
-    # GIVEN a budget of 100 tokens a day, of which the worker already charged 95 for answers
-    functions = functions_with(resilience=dataclasses.replace(settings.resilience, daily_token_budget=100))
+    # GIVEN a budget of 2,000 tokens a day, of which the worker already charged enough for answers that
+    # less is left than a call with a 40-character message can cost (but as much as one with 20)
+    functions = functions_with(resilience=dataclasses.replace(settings.resilience, daily_token_budget=2000))
     connection = functions.open_connection("alice")
-    limits.charge_tokens(functions.redis, "alice", 95)
-    # WHEN alice sends a message of about 10 tokens
+    max_tokens = settings.resilience.llm_max_tokens
+    left = (limits.call_tokens(["x" * 40], max_tokens) + limits.call_tokens(["x" * 20], max_tokens)) // 2
+    limits.charge_tokens(functions.redis, "alice", 2000 - left)
+    # WHEN alice sends the 40-character message
     response = functions.send(connection, frame("x" * 40))
     # THEN it is refused with `budget_exceeded`, nothing is queued, and the refusal is counted
     assert response["statusCode"] == 429
@@ -130,11 +133,14 @@ def test_over_the_daily_token_budget_a_message_is_refused_and_counted(functions_
     assert functions.send(connection, frame("x" * 20, client_message_id="m-small"))["statusCode"] == 200
 
 
-def test_an_accepted_message_charges_its_estimated_tokens_to_the_day(functions):
+def test_an_accepted_message_reserves_the_most_its_call_can_cost_on_the_day(functions):
+    # 400 bytes are at most 200 tokens, plus the chat format's, plus the answer's cap
     connection = functions.open_connection("alice")
     functions.send(connection, frame("x" * 400))
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    assert int(functions.redis.get(budget_key("alice", day))) == limits.estimate_tokens("x" * 400) == 100
+    max_tokens = functions.settings.resilience.llm_max_tokens
+    assert int(functions.redis.get(budget_key("alice", day))) == limits.call_tokens(["x" * 400], max_tokens) == (
+        limits.CALL_OVERHEAD_TOKENS + 200 + limits.MESSAGE_OVERHEAD_TOKENS + max_tokens)
 
 
 MALFORMED = {

@@ -262,6 +262,53 @@ def test_a_refused_message_shows_failed_with_the_reason(local_stack, page, resou
     assert refused.get_attribute("data-state") == "failed"
 
 
+def test_a_failed_message_is_retried_from_the_page_and_answered(local_stack, page, settings, resources):
+    # GIVEN the page under the hosted page's CSP (the Retry button is no inline code), signed in, and an
+    # LLM that refuses every request (a 400: a permanent failure, the job is not tried again)
+    from stacks.components.hosted_page import content_security_policy
+
+    config = page_config(local_stack)
+    csp = content_security_policy(config["websocketUrl"], config["cognitoEndpoint"])
+
+    def with_csp(route):
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": csp})
+
+    page.route(lambda url: urlparse(url).path == "/", with_csp)
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    open_signed_in(page, local_stack.page, new_user(resources))
+    local_stack.faults(error_rate=1.0, error_status=400)
+    # WHEN the person sends a message THEN it fails for good, and the page offers to retry it
+    turn = send(page, "please answer me after all")
+    page.wait_for_selector(".turn[data-state=failed]", timeout=45_000)
+    job_id = turn.get_attribute("data-job-id")
+    assert job_id
+    retry = turn.locator("button.retry")
+    assert retry.is_visible() and retry.inner_text() == "Retry"
+    jobs = JobStore(boto3.client("dynamodb"), settings.jobs_table, Resilience())
+    wait_until(lambda: (jobs.get(job_id) or {}).get("status") == "failed", 10, "the job failed")
+    # WHEN the LLM is well again and the person presses Retry
+    local_stack.faults()
+    page.evaluate("""jobId => {
+        window.states = [];
+        const turn = document.querySelector(`.turn[data-job-id='${jobId}']`);
+        new MutationObserver(() => window.states.push(turn.dataset.state))
+            .observe(turn, {attributes: true, attributeFilter: ["data-state"]});
+    }""", job_id)
+    retry.click()
+    # THEN the page shows the new state, and then the answer, on the same message, without retyping it
+    page.wait_for_selector(f'.turn[data-job-id="{job_id}"][data-state=answered]', timeout=45_000)
+    states = page.evaluate("() => window.states")
+    assert states[0] == "sending" and "queued" in states and states[-1] == "answered", states
+    assert "please answer me after all" in turn.locator(".bubble.assistant").inner_text()
+    assert retry.is_hidden()
+    assert page.locator(".turn").count() == 1
+    # AND it was the same job, queued again once
+    assert jobs.get(job_id)["status"] == ANSWERED and jobs.get(job_id)["retries"] == "1"
+    assert not refused, refused
+
+
 def test_a_call_made_again_restarts_the_answer_on_the_page_instead_of_appending_to_it(local_stack, page, settings,
                                                                                       resources):
     # GIVEN the page, signed in and connected, and a message queued while the worker is away

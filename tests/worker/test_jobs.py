@@ -167,23 +167,23 @@ def test_a_hung_redis_costs_bounded_time_not_the_job(harness, start_worker, own_
 
 
 def test_the_tokens_an_answer_used_are_charged_to_the_users_daily_budget(harness, start_worker):
-    from cloudia.limits import UsageLimits, estimate_tokens
+    from cloudia.limits import UsageLimits, call_tokens
     from cloudia.llm.fake import count_tokens
 
-    # GIVEN a queued job whose message the sender already charged at the door (its estimate)
+    # GIVEN a queued job for which the sender reserved the most its call can cost
     limits = UsageLimits(harness.redis, 100, 1_000_000)
     message = "tell me about exponential backoff with jitter, in detail please"
     job = harness.send_job("ana", message)
-    before = limits.charge_tokens("ana", estimate_tokens(message))
+    reserved = call_tokens([message], harness.settings.resilience.llm_max_tokens)
+    limits.admit("ana", reserved, job_id=job.job_id)
     # WHEN the worker answers it
     start_worker(harness.settings)
     wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, what="the job answered")
-    # THEN the day's total grows by what the LLM reported using, beyond that estimate
+    # THEN the day's total is what the LLM reported using, in place of the reservation
     answer = harness.history.latest("ana", "c1", 5)[-1].message
     used = count_tokens(message) + count_tokens(answer)
-    assert used > estimate_tokens(message)
-    wait_until(lambda: limits.charge_tokens("ana", 0) == before + used - estimate_tokens(message),
-               what="the budget charged with the answer's tokens")
+    assert used < reserved
+    wait_until(lambda: limits.charge_tokens("ana", 0) == used, what="the budget settled with the answer's tokens")
 
 
 def test_an_unreachable_gateway_does_not_slow_the_llm_stream_into_a_timeout(harness, start_worker):
@@ -204,3 +204,26 @@ def test_an_unreachable_gateway_does_not_slow_the_llm_stream_into_a_timeout(harn
     assert harness.fake_llm.stats()["requests"] == 1
     assert not circuit_is_open(harness.redis)
     assert [e.role for e in harness.history.latest("ana", "c1", 5)] == [USER, ASSISTANT]
+
+
+def test_a_copy_from_before_its_users_retry_is_dropped_not_called(harness):
+    # GIVEN a job its user retried (the row counts one retry) and a copy of its first attempt's
+    # message, as a DLQ redrive from the console would send it
+    import boto3
+
+    from cloudia.jobs import RETRIES_ATTRIBUTE
+    from worker.decisions import Outcome
+
+    harness.configure()
+    processor = harness.processor()
+    job = harness.send_job("ana", "retried since")
+    boto3.client("dynamodb").update_item(
+        TableName=harness.settings.jobs_table, Key={"jobId": {"S": job.job_id}},
+        UpdateExpression="SET #r = :one", ExpressionAttributeNames={"#r": RETRIES_ATTRIBUTE},
+        ExpressionAttributeValues={":one": {"N": "1"}})
+    # WHEN the worker receives the stale copy
+    outcome = harness.run(processor.handle(harness.receive()[0]))
+    # THEN it is dropped: the retry's own message carries the job, and the LLM is not called
+    assert outcome == Outcome.DUPLICATE
+    assert harness.fake_llm.stats()["requests"] == 0
+    assert harness.queue_counts() == (0, 0)

@@ -25,8 +25,9 @@ from cloudia.dlq_format import failure_attributes, sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWER_COMPLETE_LOG, ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE,
-                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, Job, JobStore, now_ms)
-from cloudia.limits import UsageLimits, estimate_tokens
+                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, Job,
+                          JobStore, now_ms)
+from cloudia.limits import UsageLimits, within_reservation
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
 from cloudia.settings import Settings
@@ -154,6 +155,11 @@ class JobProcessor:
                     self.io(self._jobs.get, job.job_id), self._context(job),
                     self.io(self._pusher.connections_of, job.user_id))
                 recall_of = None
+                if record and job.retry < int(record.get(RETRIES_ATTRIBUTE) or 0):
+                    # A copy from before its user's retry (a DLQ redrive, a console move): the retry's own
+                    # message carries the job now.
+                    logger.info("a copy superseded by its user's retry: dropped", extra=log)
+                    return Delete(Outcome.DUPLICATE)
                 if record and record.get("status") == ANSWERED:
                     await self._repush_answer(job)
                     logger.info("job already answered: not calling the LLM again", extra=log)
@@ -209,9 +215,10 @@ class JobProcessor:
             logger.info(ANSWER_COMPLETE_LOG, extra={**log, "attempt": mark.attempt})
             await self._completed.keep(job.job_id, text)
 
+        sent = await self._within_reservation(job, context)
         try:
             completion = await route.provider.complete(
-                [{"role": m["role"], "content": m["content"]} for m in context], on_token, keep_finished)
+                [{"role": m["role"], "content": m["content"]} for m in sent], on_token, keep_finished)
         except TransientLlmError as error:
             heartbeat.mark = None
             state = await self.io(route.breaker.record, permit, False, error.timing)
@@ -293,15 +300,41 @@ class JobProcessor:
             f"cut {cut_in_a_row + 1} times in a row; not called again so it is not paid once more", "interrupted")
 
     async def _charge_answer(self, job: Job, completion) -> None:
-        """Add what the LLM really used to the user's daily budget, beyond the estimate the sender
-        charged at the door. Best effort: the answer is already delivered and must not be retried."""
-        extra = completion.input_tokens + completion.output_tokens - estimate_tokens(job.message)
-        if extra <= 0:
-            return
+        """Settle the job's reservation with what the provider reports the call used (in and out); a
+        provider that reports no usage leaves the reservation charged, the most the call could cost."""
+        used = completion.input_tokens + completion.output_tokens
+        await self._settle(job, used if used > 0 else None)
+
+    async def _settle(self, job: Job, real_tokens: int | None) -> None:
+        """End the reservation its admission made for the job, once (`UsageLimits.settle`): the real
+        cost replaces it when answered, 0 releases it when the job failed for good (the user got no
+        answer; what a provider billed for calls cut short is the operator's). A redelivered job finds
+        it settled and changes nothing. Best effort: the job's outcome stands whatever Redis says."""
         try:
-            await self.io(self._limits.charge_tokens, job.user_id, extra)
-        except Exception:  # noqa: BLE001 - Redis trouble: the budget undercounts, nothing is lost
-            logger.warning("could not charge the answer's tokens", extra={"job_id": job.job_id, "tokens": extra})
+            settled = await self.io(self._limits.settle, job.user_id, job.job_id, real_tokens)
+        except Exception:  # noqa: BLE001 - Redis trouble: the reservation stays charged until the reset
+            logger.warning("could not settle the job's budget reservation", extra={"job_id": job.job_id})
+            return
+        if settled is not None and settled.charged_tokens > settled.reserved_tokens:
+            logger.warning("the call cost more than its reservation", extra={
+                "job_id": job.job_id, "reserved_tokens": settled.reserved_tokens,
+                "charged_tokens": settled.charged_tokens})
+
+    async def _within_reservation(self, job: Job, context: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The context to send, within what the job's admission reserved: answers that came in since
+        (an earlier message's, in a burst) can have made it longer, and the oldest messages give way.
+        A job that holds nothing (settled, past its day's reset, Redis lost it) sends it whole."""
+        try:
+            hold = await self.io(self._limits.held, job.job_id)
+        except Exception:  # noqa: BLE001 - Redis trouble: nothing to hold the call to
+            return context
+        if hold is None:
+            return context
+        sent = within_reservation(context, hold.tokens, self._res.llm_max_tokens)
+        if len(sent) < len(context):
+            logger.info("context trimmed to the budget reservation", extra={
+                "job_id": job.job_id, "messages": len(context), "sent": len(sent)})
+        return sent
 
     async def _route(self, permit: Permit | None) -> tuple[Route | None, Permit]:
         """The primary while its breaker lets the call through, else the fallback's, else None."""
@@ -403,8 +436,10 @@ class JobProcessor:
 
     async def _fail_for_good(self, job: Job, user_message: str, reason_code: str, detail: str,
                              failure_class: str) -> Decision:
-        """Tell the user and record it; the decision then moves the message to the DLQ (one copy)."""
+        """Tell the user and record it, and give the job's budget reservation back; the decision then
+        moves the message to the DLQ (one copy)."""
         await self._tell_failure(job, user_message, reason_code, detail)
+        await self._settle(job, 0)
         self._metrics.job_failed(failure_class)
         logger.error("job failed for good, moved to the DLQ",
                      extra={"job_id": job.job_id, "reason": reason_code, "detail": detail})
@@ -434,6 +469,7 @@ class JobProcessor:
         record = await self.io(self._jobs.get, job.job_id) if job else None
         if job is not None and (record or {}).get("status") not in (ANSWERED, FAILED):
             await self._tell_failure(job, protocol.INTERRUPTED_MESSAGE, "max_receives", detail)
+            await self._settle(job, 0)
             self._metrics.job_failed("max_receives")
         attributes = {**sendable_attributes(message.get("MessageAttributes", {})),
                       **failure_attributes(f"max_receives: {detail}", "max_receives", receives)}
