@@ -12,6 +12,19 @@ from cloudia.llm.timing import call_deadline_s
 from cloudia.settings import Resilience, resilience_from
 
 TARGETS = ("aws", "local")
+# One Python for production, owned here: the Lambda runtime and the Lambda bundling's target
+# (stacks/components/lambda_code.py) and the worker image's base (WORKER_BASE_IMAGE, which the CDK
+# passes as the Dockerfile's BASE_IMAGE build argument) are this minor version; tests/image builds
+# its stand-in base on the Debian release that ships it. The code stays compatible with the Python
+# the tests run (3.11). tests/infra/test_python_version.py fails when any of them disagrees.
+PRODUCTION_PYTHON = "3.13"
+# The official python:3.13-slim-trixie by its multi-platform index digest (linux/amd64 and linux/arm64
+# among others): Python 3.13.14 on Debian 13, built 5 Aug 2026, as docker-library/repo-info records it
+# (repos/python/remote/3.13-slim-trixie.md). The Dockerfile's default ARG BASE_IMAGE is the same, for
+# a plain `docker build`. Bump both deliberately, with the digest from
+# `docker buildx imagetools inspect python:3.13-slim-trixie`.
+WORKER_BASE_IMAGE = ("python:3.13-slim-trixie"
+                     "@sha256:9662417aace5ae7b8e2609cce472b72a8958e134ba372808abe9cc1a0c0125e6")
 # Fargate's longest stop timeout (between SIGTERM and SIGKILL).
 FARGATE_MAX_STOP_TIMEOUT_S = 120
 # ECS's stop timeout is this much above the worker's drain, for the hand-back and the exit.

@@ -14,7 +14,7 @@ from stacks.components.jobs_queue import JobsQueue
 from stacks.components.redis_cache import RedisEndpoint
 from stacks.components.runtime_environment import runtime_environment
 from stacks.components.log_groups import retained_log_group
-from stacks.components.lambda_code import ARCHITECTURE, RUNTIME, function_code
+from stacks.components.lambda_code import ARCHITECTURE, RUNTIME, function_code, runtime_suppression
 from stacks.components.tables import ChatTables
 from stacks.config import AppConfig
 
@@ -80,6 +80,8 @@ class ChatFunctions(Construct):
                            "managing its network interfaces; nothing else."),
                 NagPackSuppression(id="AwsSolutions-IAM5", applies_to=["Resource::*"],
                     reason="X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions."),
+                # The runtime is the production Python, not the newest (stacks/config.py).
+                runtime_suppression(),
             ], apply_to_children=True)
 
         # Least privilege: each function gets the calls its code makes, and no other (grants.py).

@@ -14,15 +14,27 @@ from pathlib import Path
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
+from cdk_nag import NagPackSuppression
+
+from stacks.config import PRODUCTION_PYTHON
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME = lambda_.Runtime.PYTHON_3_14
+# The production Python (stacks/config.py), for the runtime and for the wheels bundled for it.
+PYTHON_VERSION = PRODUCTION_PYTHON
+RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, "PYTHON_" + PYTHON_VERSION.replace(".", "_"))
 ARCHITECTURE = lambda_.Architecture.ARM_64  # Graviton: ~20 % cheaper per GB-second than x86
 PIP_PLATFORM = "manylinux2014_aarch64"
-PYTHON_VERSION = "3.14"
 # Everything but the function code, the shared package and the requirements stays out of the asset.
 RUNTIME_PROVIDED = ["boto3", "boto3-*", "botocore", "botocore-*", "s3transfer", "s3transfer-*", "bin"]
 ASSET_EXCLUDE = ["*", "!functions", "!functions/**", "!cloudia", "!cloudia/**", "**/__pycache__", "**/*.pyc"]
+
+
+def runtime_suppression() -> NagPackSuppression:
+    """cdk-nag's L1 wants the newest Lambda runtime; ours is the production Python, on purpose."""
+    return NagPackSuppression(id="AwsSolutions-L1", reason=(
+        f"One Python for production: Python {PYTHON_VERSION}, the minor version of the worker image's base "
+        "(stacks/config.py PRODUCTION_PYTHON), so the functions and the image run one interpreter; "
+        "the runtime is supported by Lambda well beyond 2028."))
 
 
 def _copy_sources(output_dir: Path) -> None:

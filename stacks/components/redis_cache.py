@@ -27,7 +27,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.components.grants import grant_secret
-from stacks.components.lambda_code import ARCHITECTURE, RUNTIME
+from stacks.components.lambda_code import ARCHITECTURE, RUNTIME, runtime_suppression
 from stacks.components.log_groups import retained_log_group
 from stacks.config import AppConfig
 
@@ -156,5 +156,6 @@ class RedisCache(Construct):
                 reason="AWS's standard policy for writing the rotation function's own logs; nothing else."),
             NagPackSuppression(id="AwsSolutions-IAM5", applies_to=["Resource::*"],
                 reason="secretsmanager:GetRandomPassword, which makes the new token, has no resource."),
+            runtime_suppression(),  # the production Python, not the newest runtime (stacks/config.py)
         ], apply_to_children=True)
         return rotation

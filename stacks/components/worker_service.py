@@ -20,7 +20,7 @@ from stacks.components.redis_cache import RedisEndpoint
 from stacks.components.runtime_environment import runtime_environment
 from stacks.components.tables import ChatTables
 from stacks.components.websocket_api import ChatWebSocketApi
-from stacks.config import AppConfig
+from stacks.config import WORKER_BASE_IMAGE, AppConfig
 
 # The image needs only the worker and the shared package; the rest of the repository stays out.
 IMAGE_EXCLUDE = ["*", "!cloudia", "!cloudia/**", "!worker_image", "!worker_image/**", "**/__pycache__"]
@@ -68,7 +68,9 @@ class WorkerService(Construct):
             "Worker",
             image=ecs.ContainerImage.from_asset(
                 str(ROOT), file="worker_image/Dockerfile", exclude=IMAGE_EXCLUDE,
-                platform=ecr_assets.Platform.LINUX_ARM64),
+                platform=ecr_assets.Platform.LINUX_ARM64,
+                # The production Python's base (stacks/config.py), the functions' minor version.
+                build_args={"BASE_IMAGE": WORKER_BASE_IMAGE}),
             environment=environment,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker",
                                             log_group=retained_log_group(self, "Logs", config, key)),

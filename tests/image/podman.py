@@ -1,7 +1,8 @@
 """Build and run the worker image with podman as root, with no Docker engine and, if need be, no
-container registry: the base is the Dockerfile's default (`ARG BASE_IMAGE`) when it is here or can
-be pulled, else a stand-in built from Debian's packages with debootstrap (Python 3.11 on bookworm,
-like python:3.11-slim-bookworm) and cached by tag, so a warm build costs seconds.
+container registry: the base is the one the CDK builds on (stacks/config.py WORKER_BASE_IMAGE, the
+Dockerfile's default `ARG BASE_IMAGE` too) when it is here or can be pulled, else a stand-in built
+from Debian's packages with debootstrap on the Debian release of that base (trixie: Python 3.13, the
+production Python, like python:3.13-slim-trixie) and cached by tag, so a warm build costs seconds.
 
     python -m tests.image.podman [--arch amd64|arm64]     # build, print the image's tag
 
@@ -21,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from stacks.config import PRODUCTION_PYTHON, WORKER_BASE_IMAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = Path(__file__).resolve().with_name("containers.conf")
 DOCKERFILE = ROOT / "worker_image" / "Dockerfile"
@@ -28,13 +31,31 @@ IGNOREFILE = ROOT / "worker_image" / "Dockerfile.dockerignore"
 # A TLS-intercepting proxy in front of the package index is trusted through the host's bundle.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
+
+def base_suite(reference: str = WORKER_BASE_IMAGE) -> str:
+    """The Debian release of an official python:<minor>-slim-<release> base (its tag says it), whose own
+    python3 is that minor version: the stand-in is built from that release's packages."""
+    tag = reference.partition("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+    match = re.fullmatch(r"(\d+\.\d+)-slim-([a-z]+)", tag)
+    if not match:
+        raise RuntimeError(f"the worker's base {reference!r} is not tagged python:<minor>-slim-<debian release>")
+    return match.group(2)
+
+
 # The stand-in base: the Debian release and what the Dockerfile needs of its base (python3 with venv).
-SUITE = "bookworm"
+SUITE = base_suite()
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BASE_CHANGES = ("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8",
                 'CMD ["python3"]')
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 QEMU = {"arm64": "qemu-aarch64"}
+# Emulated, Debian trixie's arm64 binaries are ~5x slower than bookworm's under bookworm's qemu-user
+# (7.2): built with branch protection, they run pointer-authentication instructions, which qemu
+# computes in full. On a CPU without that extension (Cortex-A72, ARMv8.0, Debian's arm64 baseline)
+# they are NOPs. qemu-user reads QEMU_CPU from the emulated process's environment: debootstrap's
+# second stage gets it, and so does the stand-in's image config (the worker build's RUN steps and
+# the test's runs); natively it means nothing. The official base, the one deployed, has none.
+QEMU_CPU = {"arm64": "cortex-a72"}
 
 INSTALL_HINT = ("run `make deps` (it installs podman buildah runc uidmap debootstrap from Debian's packages; "
                 "`make image-test` adds qemu-user-static binfmt-support)")
@@ -78,13 +99,9 @@ def image_exists(reference: str, arch: str) -> bool:
 
 
 # -- the base -------------------------------------------------------------------------------------
-def default_base() -> str:
-    """The Dockerfile's default BASE_IMAGE, as a reference podman can pull (registry named; a digest
-    alone when both a tag and a digest are given, which podman does not accept together)."""
-    match = re.search(r"^ARG BASE_IMAGE=(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
-    if not match:
-        raise RuntimeError(f"{DOCKERFILE} has no default for ARG BASE_IMAGE")
-    reference = match.group(1)
+def default_base(reference: str = WORKER_BASE_IMAGE) -> str:
+    """The base the CDK builds on, as a reference podman can pull (registry named; a digest alone
+    when both a tag and a digest are given, which podman does not accept together)."""
     name, _, digest = reference.partition("@")
     if digest:
         last = name.rsplit("/", 1)[-1]
@@ -98,10 +115,20 @@ def default_base() -> str:
     return f"{name}@{digest}" if digest else name
 
 
+def emulated_environment(arch: str) -> dict[str, str]:
+    """What an emulated process of `arch` needs in its environment (see QEMU_CPU); nothing natively."""
+    return {"QEMU_CPU": QEMU_CPU[arch]} if arch != host_arch() and arch in QEMU_CPU else {}
+
+
+def stand_in_changes(arch: str) -> tuple[str, ...]:
+    return BASE_CHANGES + tuple(f"ENV {name}={value}" for name, value in emulated_environment(arch).items())
+
+
 def stand_in_tag(arch: str) -> str:
     """The stand-in's tag names what it is built from, so a change of packages builds a new one."""
-    recipe = hashlib.sha256(f"{SUITE} minbase {' '.join(BASE_PACKAGES)} {BASE_CHANGES}".encode()).hexdigest()
-    return f"localhost/cloudia-base:{SUITE}-{arch}-{recipe[:10]}"
+    recipe = f"{SUITE} minbase {' '.join(BASE_PACKAGES)} {stand_in_changes(arch)}"
+    digest = hashlib.sha256(recipe.encode()).hexdigest()
+    return f"localhost/cloudia-base:{SUITE}-{arch}-{digest[:10]}"
 
 
 def debian_mirror() -> str:
@@ -154,14 +181,20 @@ def build_stand_in(arch: str, tag: str, log: Log) -> None:
         try:
             result = subprocess.run(
                 ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={','.join(BASE_PACKAGES)}",
-                 SUITE, str(rootfs), mirror], capture_output=True, text=True, timeout=1200)
+                 SUITE, str(rootfs), mirror], capture_output=True, text=True, timeout=1200,
+                env=dict(os.environ, **emulated_environment(arch)))
             if result.returncode != 0:
                 raise RuntimeError(f"debootstrap exited {result.returncode}:\n{result.stdout[-3000:]}{result.stderr}")
+            python3 = rootfs / "usr" / "bin" / "python3"
+            if not (rootfs / "usr" / "bin" / f"python{PRODUCTION_PYTHON}").exists():
+                found = os.readlink(python3) if python3.is_symlink() else "no python3"
+                raise RuntimeError(f"Debian {SUITE}'s python3 is {found}, not the production Python "
+                                   f"{PRODUCTION_PYTHON} (stacks/config.py): the stand-in would test another one")
             for leftover in [*rootfs.glob("var/cache/apt/archives/*.deb"), *rootfs.glob("var/lib/apt/lists/*")]:
                 if leftover.is_file():
                     leftover.unlink()
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-            changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
+            changes = [arg for change in stand_in_changes(arch) for arg in ("--change", change)]
             podman("import", "--os", "linux", "--arch", arch, *changes, "-", tag, stdin=tar.stdout,
                    timeout_s=300)
             if tar.wait() != 0:

@@ -12,6 +12,7 @@ import uuid
 from cloudia.history import ASSISTANT
 from cloudia.jobs import ANSWERED
 from cloudia.settings import Settings, resilience_env
+from stacks.config import PRODUCTION_PYTHON
 from tests.image.podman import podman
 from tests.worker.conftest import Harness, wait_until
 
@@ -35,6 +36,17 @@ def log_records(container: str) -> list[dict]:
 
 def logged(container: str, message: str) -> dict | None:
     return next((r for r in log_records(container) if r.get("message") == message), None)
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def test_the_image_runs_the_production_python(worker_image):
+    """The container's `python` (its venv's, on the base's interpreter) is the minor version the
+    functions run on Lambda: the one production Python of stacks/config.py."""
+    output = podman("run", "--rm", "--network", "none", worker_image, "python", "--version").stdout
+    assert output.startswith("Python ") and minor(output.split()[1]) == PRODUCTION_PYTHON, output
 
 
 def test_the_image_answers_a_job_as_its_own_user_and_drains_on_sigterm(worker_image, settings, fake_llm, recorder,
