@@ -118,7 +118,7 @@ def test_websocket_api_routes_by_action(aws_synth):
     template.has_resource_properties("AWS::ApiGatewayV2::Api", {
         "ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"})
     routes = {r["Properties"]["RouteKey"] for r in template.find_resources("AWS::ApiGatewayV2::Route").values()}
-    assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "ping", "history", "resume"}
+    assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "retry", "ping", "history", "resume"}
 
 
 def test_connect_route_is_guarded_by_the_cognito_token_authorizer(aws_synth):
@@ -132,7 +132,7 @@ def test_connect_route_is_guarded_by_the_cognito_token_authorizer(aws_synth):
 def test_message_routes_return_the_handler_reply(aws_synth):
     template = aws_synth.templates["api"]
     responses = template.find_resources("AWS::ApiGatewayV2::RouteResponse")
-    assert len(responses) == 5  # $default, sendMessage, ping, history, resume
+    assert len(responses) == 6  # $default, sendMessage, retry, ping, history, resume
 
 
 def test_stage_is_throttled_and_access_logged(aws_synth):
