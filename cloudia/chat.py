@@ -211,10 +211,8 @@ class ChatService:
         except Exception as exc:
             self._take_back(job, exc)
             raise
-        budget = usage.budget
         return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
-                "conversationId": job.conversation_id,
-                "budget": protocol.budget(budget.remaining, budget.limit, budget.resets_at_s)}
+                "conversationId": job.conversation_id, "budget": usage.budget.told()}
 
     # Budget
     def _reserve(self, job: Job) -> Usage:
@@ -314,10 +312,9 @@ class ChatService:
             self._take_back_retry(job, exc)
             raise
         logger.info("failed job queued again", extra={"jobId": job.job_id, "retry": retries})
-        budget = usage.budget
         return Accepted(job_id=job.job_id, client_message_id=job.client_message_id,
                         conversation_id=job.conversation_id,
-                        budget=protocol.budget(budget.remaining, budget.limit, budget.resets_at_s) if budget else None)
+                        budget=usage.budget.told() if usage.budget else None)
 
     def _own_job(self, user_id: str, job_id: str) -> dict:
         """The job's row if it is the user's; another user's job is answered as an unknown one."""

@@ -166,6 +166,10 @@ class Budget:
     def resets_in_s(self) -> int:
         return max(1, math.ceil(self.resets_at_s - time.time()))
 
+    def told(self) -> dict[str, int]:
+        """As the client is told it (`protocol.budget`)."""
+        return protocol.budget(self.remaining, self.limit, self.resets_at_s)
+
 
 def charge_tokens(client: redis.Redis, user_id: str, tokens: int, now_s: float | None = None) -> int:
     """Add `tokens` to the user's budget of the day (negative to refund); the day's total."""

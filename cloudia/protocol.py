@@ -48,11 +48,12 @@ def queued(job_id: str, client_message_id: str | None = None,
     return event("queued", jobId=job_id, clientMessageId=client_message_id, budget=budget)
 
 
-def budget_exceeded(message: str, budget: dict[str, int], retry_after_s: int,
-                    client_message_id: str | None = None) -> dict[str, Any]:
-    """A message refused by the daily budget: what is left, when it resets, and in how many seconds."""
-    return error(message, reason="budget_exceeded", budget=budget, retryAfter=retry_after_s,
-                 clientMessageId=client_message_id)
+def budget_exceeded(message: str, budget: dict[str, int], retry_after_s: int, job_id: str | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """A message (or a retry) refused by the daily budget: what is left, when it resets, and in how
+    many seconds."""
+    return error(message, job_id=job_id, reason="budget_exceeded", budget=budget, retryAfter=retry_after_s,
+                 **extra)
 
 
 def token(job_id: str, text: str, attempt: int) -> dict[str, Any]:

@@ -43,9 +43,8 @@ def handler(event, context):
         refused = ws_events.failure(exc, logger)
         _count_rejection(refused.reason, budget=isinstance(exc, BudgetExceeded))
         if isinstance(exc, BudgetExceeded):
-            budget = protocol.budget(exc.budget.remaining, exc.budget.limit, exc.budget.resets_at_s)
             return ws_events.respond(refused.status_code, protocol.budget_exceeded(
-                refused.message, budget, exc.retry_after_s, client_message_id=client_message_id))
+                refused.message, exc.budget.told(), exc.retry_after_s, clientMessageId=client_message_id))
         return refused.response(client_message_id=client_message_id)
     logger.append_keys(jobId=accepted.job_id)
     if service.llm_circuit_is_open():
@@ -89,10 +88,8 @@ def _retry(service: chat.ChatService, connection_id: str, event, frame: Retry) -
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="RetriesRefused", unit=MetricUnit.Count, value=1)
         if isinstance(exc, BudgetExceeded):  # what is left and when it resets, as sendMessage says it
-            budget = protocol.budget(exc.budget.remaining, exc.budget.limit, exc.budget.resets_at_s)
-            return ws_events.respond(refused.status_code, protocol.error(
-                refused.message, job_id=frame.job_id, reason=refused.reason, budget=budget,
-                retryAfter=exc.retry_after_s, action="retry"))
+            return ws_events.respond(refused.status_code, protocol.budget_exceeded(
+                refused.message, exc.budget.told(), exc.retry_after_s, job_id=frame.job_id, action="retry"))
         return refused.response(job_id=frame.job_id)
     if accepted.replayed:
         logger.info("retry answered with the job already queued again")
