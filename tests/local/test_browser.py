@@ -109,6 +109,23 @@ def page_config(local_stack) -> dict:
     with urllib.request.urlopen(local_stack.page + "config.json", timeout=5) as response:
         return json.load(response)
 
+def serve_under_the_aws_csp(page, local_stack) -> list[str]:
+    """Serve the page with the CSP CloudFront gives it on AWS; the console's CSP violations, as they come."""
+    from stacks.components.hosted_page import content_security_policy
+
+    config = page_config(local_stack)
+    csp = content_security_policy(config["websocketUrl"], config["cognitoEndpoint"])
+
+    def with_csp(route):
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": csp})
+
+    page.route(lambda url: urlparse(url).path == "/", with_csp)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    return refused
+
+
 
 def claims(jwt: str) -> dict:
     payload = jwt.split(".")[1]
@@ -265,18 +282,7 @@ def test_a_refused_message_shows_failed_with_the_reason(local_stack, page, resou
 def test_a_failed_message_is_retried_from_the_page_and_answered(local_stack, page, settings, resources):
     # GIVEN the page under the hosted page's CSP (the Retry button is no inline code), signed in, and an
     # LLM that refuses every request (a 400: a permanent failure, the job is not tried again)
-    from stacks.components.hosted_page import content_security_policy
-
-    config = page_config(local_stack)
-    csp = content_security_policy(config["websocketUrl"], config["cognitoEndpoint"])
-
-    def with_csp(route):
-        response = route.fetch()
-        route.fulfill(response=response, headers={**response.headers, "content-security-policy": csp})
-
-    page.route(lambda url: urlparse(url).path == "/", with_csp)
-    refused = []
-    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    refused = serve_under_the_aws_csp(page, local_stack)
     open_signed_in(page, local_stack.page, new_user(resources))
     local_stack.faults(error_rate=1.0, error_status=400)
     # WHEN the person sends a message THEN it fails for good, and the page offers to retry it
@@ -349,18 +355,8 @@ def test_a_call_made_again_restarts_the_answer_on_the_page_instead_of_appending_
 def test_sign_in_then_chat_under_the_hosted_pages_content_security_policy(local_stack, page, resources):
     # GIVEN the page served with the CSP CloudFront gives it on AWS (no inline code, connections only to
     # its own origin, the WebSocket URL and Cognito)
-    from stacks.components.hosted_page import content_security_policy
-
+    refused = serve_under_the_aws_csp(page, local_stack)
     config = page_config(local_stack)
-    csp = content_security_policy(config["websocketUrl"], config["cognitoEndpoint"])
-
-    def with_csp(route):
-        response = route.fetch()
-        route.fulfill(response=response, headers={**response.headers, "content-security-policy": csp})
-
-    page.route(lambda url: urlparse(url).path == "/", with_csp)
-    refused = []
-    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     sockets = []
     page.on("websocket", lambda socket: sockets.append(socket))
     user = new_user(resources)
