@@ -73,7 +73,21 @@ class SizedReplies:
         return [e for e in self.events if e["requestContext"]["routeKey"] == route]
 
 
-class GatewayThread:
+class _Addresses:
+    """Where a gateway on `self.port` answers."""
+
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://localhost:{self.port}/ws"
+
+
+class GatewayThread(_Addresses):
     def __init__(self, handlers: dict, env: dict | None = None, **config):
         self.port = config.pop("port", None) or free_port()
         self.config = GatewayConfig(port=self.port, **config)
@@ -83,14 +97,6 @@ class GatewayThread:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self.gateway = None
-
-    @property
-    def http(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://localhost:{self.port}/ws"
 
     def start(self) -> "GatewayThread":
         self._loop = asyncio.new_event_loop()
@@ -123,7 +129,7 @@ class GatewayThread:
         self._loop = None
 
 
-class GatewayProcess:
+class GatewayProcess(_Addresses):
     """The gateway in its own process, started as `make up` starts it, its output in `log_path`."""
 
     def __init__(self, log_path: Path, token: str, *args: str):
@@ -132,14 +138,6 @@ class GatewayProcess:
         self._token = token
         self._args = list(args)
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def http(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://localhost:{self.port}/ws"
 
     def start(self) -> "GatewayProcess":
         with open(self.log_path, "ab", buffering=0) as log:
