@@ -35,7 +35,7 @@ def build_app(context: dict | None = None) -> cdk.App:
     env = cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION"))
 
     state = StateStack(app, config.stack_name("state"), config=config, env=env,
-                       description="cloud-ia state: jobs queue + DLQ, history, jobs and idempotency tables"
+                       description="cloud-ia state: jobs queue + DLQ, history and jobs tables"
                                    + (", user pool" if config.is_aws else ""))
     # prod: the data key every stack encrypts with (stacks/components/keys.py); dev: None.
     key = state.key

@@ -7,26 +7,22 @@ timeouts (Redis 500 ms, DynamoDB 1 s, SQS bounded); `service()` does it once per
 from __future__ import annotations
 
 import functools
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 
 from cloudia import aws, protocol, redis_client
 from cloudia.breaker import circuit_is_open
 from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
 from cloudia.context_cache import ContextCache
 from cloudia.frames import History, Retry, SendMessage
+from cloudia.idempotency import RedisIdempotencyRecords
 from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
-from cloudia.jobs import ANSWERED, FAILED, RETRIES_ATTRIBUTE, Job, JobStore, now_ms
+from cloudia.jobs import ANSWERED, FAILED, QUEUED, RETRIES_ATTRIBUTE, Job, JobStore, job_id_for, now_ms
 from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens, estimate_tokens
-from cloudia.schema import IDEMPOTENCY_PARTITION_KEY, IDEMPOTENCY_TTL_ATTRIBUTE
+from cloudia.schema import IDEMPOTENCY_KEY_PREFIX
 from cloudia.settings import Settings
 
 logger = Logger(child=True)
@@ -35,8 +31,6 @@ logger = Logger(child=True)
 # conversation is refused rather than silently answered with the first job.
 IDEMPOTENCY_KEY_JMESPATH = "[userId, clientMessageId]"
 IDEMPOTENCY_PAYLOAD_JMESPATH = "[conversationId, message]"
-# One key space whichever function accepts the message (the key would otherwise carry its name).
-IDEMPOTENCY_KEY_PREFIX = "sendMessage"
 
 
 class NotConnected(Exception):
@@ -100,12 +94,10 @@ class ChatService:
             expires_after_seconds=resilience.idempotency_ttl_s,
             response_hook=_mark_replayed,
         )
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table,
-            key_attr=IDEMPOTENCY_PARTITION_KEY,
-            expiry_attr=IDEMPOTENCY_TTL_ATTRIBUTE,
-            boto3_client=dynamodb,  # carries the 1 s timeout and bounded retries
-        )
+        # The records live in Redis beside the rest of a message's admission (rate limit, budget):
+        # no AWS request of their own. Should Redis lose one, the resend still meets its job's row
+        # (the job id is the message's, `job_id_for`), so no second job is made.
+        persistence = RedisIdempotencyRecords(client=redis)  # carries the 500 ms bound
         # Powertools deletes the record when `_accept` raises, so a failure is never replayed.
         self._accept_once = idempotent_function(
             self._accept,
@@ -196,7 +188,7 @@ class ChatService:
     def _accept(self, request: dict[str, str]) -> dict[str, Any]:
         user_id = request["userId"]
         job = Job(
-            job_id=f"job-{uuid.uuid4().hex}",
+            job_id=job_id_for(user_id, request["clientMessageId"]),
             user_id=user_id,
             conversation_id=request["conversationId"],
             client_message_id=request["clientMessageId"],
@@ -204,15 +196,32 @@ class ChatService:
             created_at_ms=now_ms(),
         )
         usage = self._reserve(job)
+        entry = self.history.put_request(user_id, job.conversation_id, job.job_id, USER, job.message,
+                                         job.created_at_ms)
         try:
-            self.history.append(user_id, job.conversation_id, job.job_id, USER, job.message, job.created_at_ms)
-            self.jobs.create(job)
-            self._enqueue(job)
-        except Exception as exc:
-            self._take_back(job, exc)
+            existing = self.jobs.create(job, entry)
+        except Exception:
+            # One transaction: nothing was written (or, timed out, it landed and a resend finds the
+            # row queued, below). The reservation goes back either way.
+            self._release_reservation(job)
             raise
+        created = existing is None
+        if created:
+            try:
+                self._enqueue(job)
+            except Exception as exc:
+                self._take_back(job, exc)
+                raise
+        elif existing.get("status") == QUEUED:
+            # The resend of a message whose sender stopped between the job's row and the queue (no
+            # worker has taken it): a second copy is harmless (the job's lease and state keep it from
+            # being answered twice), a missing one would be a lost message.
+            self._enqueue(replace(job, created_at_ms=int(existing.get("createdAtMs") or job.created_at_ms)))
+        if not created:
+            logger.info("a resend of a message already accepted", extra={"jobId": job.job_id})
         return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
-                "conversationId": job.conversation_id, "budget": usage.budget.told()}
+                "conversationId": job.conversation_id, "budget": usage.budget.told(),
+                **({} if created else {"replayed": True})}
 
     # Budget
     def _reserve(self, job: Job) -> Usage:
@@ -250,14 +259,14 @@ class ChatService:
             raise EnqueueFailed("the message could not be queued: please send it again") from exc
 
     def _take_back(self, job: Job, cause: Exception) -> None:
-        """Undo what was written for a job that never reached the queue, best effort: the job is
-        marked failed (a final state, never left queued), the user's entry leaves the history (a
-        resend writes it again) and its reservation goes back to the budget. A write that timed out may
-        still have landed, so each step checks what is there rather than what the code believes."""
+        """Undo what was written for a job that never reached the queue, best effort: the job's row
+        and the user's entry go (a resend writes them again, under the same job id) and its
+        reservation goes back to the budget. A send that timed out may still have landed: a worker
+        that took the job keeps its row (the removal is conditional on `queued`)."""
         logger.warning("job not queued, taking it back", extra={"jobId": job.job_id, "cause": repr(cause)})
         entry = Entry(job.job_id, USER, job.message, job.created_at_ms)
         undo = (
-            lambda: self.jobs.get(job.job_id) and self.jobs.finish(job.job_id, FAILED, f"not queued: {cause}"[:500]),
+            lambda: self.jobs.remove_queued(job.job_id),
             lambda: self.history.remove(job.user_id, job.conversation_id, entry),
             lambda: self.limits.release(job.user_id, job.job_id),
         )
@@ -266,6 +275,12 @@ class ChatService:
                 step()
             except Exception:
                 logger.exception("could not undo part of a job that was not queued", extra={"jobId": job.job_id})
+
+    def _release_reservation(self, job: Job) -> None:
+        try:
+            self.limits.release(job.user_id, job.job_id)
+        except Exception:
+            logger.exception("could not give back the reservation of a job not queued", extra={"jobId": job.job_id})
 
     # History
     def llm_circuit_is_open(self) -> bool:

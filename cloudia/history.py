@@ -58,9 +58,17 @@ class HistoryStore:
                created_at_ms: int | None = None) -> Entry:
         """Idempotent: the same (job, role) at the same time writes the same item."""
         at = created_at_ms if created_at_ms is not None else now_ms()
-        self._db.put_item(
-            TableName=self._table,
-            Item={
+        self._db.put_item(**self.put_request(user_id, conversation_id, job_id, role, message, at))
+        return Entry(job_id, role, message, at)
+
+    def put_request(self, user_id: str, conversation_id: str, job_id: str, role: str, message: str,
+                    created_at_ms: int | None = None) -> dict:
+        """The `PutItem` of an entry, as `append` sends it and as a transaction with the job's state
+        takes it (`JobStore.create`, `JobStore.finish`)."""
+        at = created_at_ms if created_at_ms is not None else now_ms()
+        return {
+            "TableName": self._table,
+            "Item": {
                 HISTORY_PARTITION_KEY: {"S": conversation_key(user_id, conversation_id)},
                 HISTORY_SORT_KEY: {"S": _sort_key(at, job_id, role)},
                 "jobId": {"S": job_id},
@@ -69,8 +77,7 @@ class HistoryStore:
                 "createdAtMs": {"N": str(at)},
                 HISTORY_TTL_ATTRIBUTE: {"N": str(at // 1000 + self._ttl_s)},
             },
-        )
-        return Entry(job_id, role, message, at)
+        }
 
     def remove(self, user_id: str, conversation_id: str, entry: Entry) -> None:
         """Take back an entry whose work never started (its job could not be queued)."""

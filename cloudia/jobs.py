@@ -1,6 +1,7 @@
 """The unit of work carried by the jobs queue, and its state in the jobs table."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -42,8 +43,29 @@ class CallMark:
     attempt: int
 
 
+@dataclass(frozen=True)
+class CallStart:
+    """What `JobStore.start_call` found: this worker's mark if the call may start, and the job's row
+    as it was (read by the same conditional write, so a started call costs no read of its own)."""
+
+    mark: CallMark | None
+    record: dict | None
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def job_id_for(user_id: str, client_message_id: str) -> str:
+    """A message's job id, the same for every send of it: a resend whose idempotency record is gone
+    (Redis lost it) still meets the job's row, and never makes a second job."""
+    digest = hashlib.sha256(f"{user_id}\0{client_message_id}".encode()).hexdigest()[:32]
+    return f"job-{digest}"
+
+
+def plain(item: dict) -> dict:
+    """A DynamoDB item as plain values ({"S": "x"} -> "x")."""
+    return {k: next(iter(v.values())) for k, v in item.items()}
 
 
 @dataclass(frozen=True)
@@ -77,24 +99,33 @@ class JobStore:
         self._table = table_name
         self._ttl_s = resilience.job_ttl_days * 86400
 
-    def create(self, job: Job) -> bool:
-        """Record a new job as queued; False if it already exists (a retry of the same write)."""
+    def create(self, job: Job, entry: dict) -> dict | None:
+        """Record a new job as queued together with its user's history entry (`entry`, a
+        `HistoryStore.put_request`), in one request; None if created, else the row the job already
+        has (a resend of the same message), and then nothing was written."""
+        put = {"TableName": self._table,
+               "Item": {
+                   JOBS_PARTITION_KEY: {"S": job.job_id},
+                   "status": {"S": QUEUED},
+                   "userId": {"S": job.user_id},
+                   "conversationId": {"S": job.conversation_id},
+                   # A retry queues the same job again: its message id (the text is in the history).
+                   "clientMessageId": {"S": job.client_message_id},
+                   "createdAtMs": {"N": str(job.created_at_ms)},
+                   JOBS_TTL_ATTRIBUTE: {"N": str(job.created_at_ms // 1000 + self._ttl_s)},
+               },
+               "ConditionExpression": "attribute_not_exists(#k)",
+               "ExpressionAttributeNames": {"#k": JOBS_PARTITION_KEY},
+               "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        return self._transact([{"Put": put}, {"Put": entry}], job_index=0)
+
+    def remove_queued(self, job_id: str) -> bool:
+        """Take back the row of a job that never reached the queue (no worker has touched it): a
+        resend of its message creates it again. False if a worker has it after all."""
         try:
-            self._db.put_item(
-                TableName=self._table,
-                Item={
-                    JOBS_PARTITION_KEY: {"S": job.job_id},
-                    "status": {"S": QUEUED},
-                    "userId": {"S": job.user_id},
-                    "conversationId": {"S": job.conversation_id},
-                    # A retry queues the same job again: its message id (the text is in the history).
-                    "clientMessageId": {"S": job.client_message_id},
-                    "createdAtMs": {"N": str(job.created_at_ms)},
-                    JOBS_TTL_ATTRIBUTE: {"N": str(job.created_at_ms // 1000 + self._ttl_s)},
-                },
-                ConditionExpression="attribute_not_exists(#k)",
-                ExpressionAttributeNames={"#k": JOBS_PARTITION_KEY},
-            )
+            self._db.delete_item(TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}},
+                                 ConditionExpression="#s = :queued", ExpressionAttributeNames={"#s": "status"},
+                                 ExpressionAttributeValues={":queued": {"S": QUEUED}})
             return True
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
@@ -103,14 +134,13 @@ class JobStore:
         item = self._db.get_item(
             TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}}, ConsistentRead=True
         ).get("Item")
-        if not item:
-            return None
-        return {k: next(iter(v.values())) for k, v in item.items()}
+        return plain(item) if item else None
 
-    def finish(self, job_id: str, status: str, detail: str = "") -> bool:
-        """Move a job to a final state once; False if it was already answered."""
-        return self._update_if(
-            job_id,
+    def finish(self, job_id: str, status: str, detail: str = "", entry: dict | None = None) -> bool:
+        """Move a job to a final state once; False if it was already answered. `entry` (a
+        `HistoryStore.put_request`: the answer, or the failure its user was told) is written in the
+        same request, and only if the job moves: an answer stored twice is one too many."""
+        update = dict(
             UpdateExpression="SET #s = :s, detail = :d, finishedAtMs = :t",
             ConditionExpression="attribute_not_exists(#s) OR #s <> :answered",
             ExpressionAttributeNames={"#s": "status"},
@@ -121,10 +151,16 @@ class JobStore:
                 ":answered": {"S": ANSWERED},
             },
         )
+        if entry is None:
+            return self._update_if(job_id, **update)
+        job = {"TableName": self._table, "Key": {JOBS_PARTITION_KEY: {"S": job_id}}, **update}
+        return self._transact([{"Update": job}, {"Put": entry}], job_index=0) is None
 
-    def start_call(self, job_id: str, stale_before_ms: int, recall_of: int | None = None) -> CallMark | None:
-        """Mark the job `calling` just before the LLM call, counting the attempt; None if it is
-        answered, or another worker's call is live (its heartbeat after `stale_before_ms`).
+    def start_call(self, job_id: str, stale_before_ms: int, recall_of: int | None = None,
+                   retry: int = 0) -> CallStart:
+        """Mark the job `calling` just before the LLM call, counting the attempt; no mark if it is
+        answered, another worker's call is live (its heartbeat after `stale_before_ms`), or its user
+        retried it since the message `retry` was queued. Either way the row as it was comes back.
 
         `recall_of`: the job reads `calling` with a stopped heartbeat and this is a recall, allowed
         while fewer than `recall_of` calls in a row were cut by a crash. The mark carries a token of this call, so a
@@ -132,30 +168,30 @@ class JobStore:
         token = uuid.uuid4().hex
         if recall_of is None:
             condition = "attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND #s <> :calling)"
-            counters, values = "#a :one", {}
+            counters, names, values = "#a :one", {}, {":answered": {"S": ANSWERED}}
         else:
             condition = ("#k = :token OR (#s = :calling AND #h < :stale_before AND "
                          "(attribute_not_exists(#x) OR #x < :max_recalls))")
             counters = "#a :one, #r :one, #x :one"
+            names = {"#r": RECALLS_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE}
             values = {":stale_before": {"N": str(stale_before_ms)}, ":max_recalls": {"N": str(recall_of)}}
         now = str(now_ms())
         try:
             reply = self._db.update_item(
                 TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}},
                 UpdateExpression=f"SET #s = :calling, #c = :t, #h = :t, #k = :token ADD {counters}",
-                ConditionExpression=condition,
+                # A copy queued before its user's retry is not this job's call any more.
+                ConditionExpression=f"({condition}) AND (attribute_not_exists(#n) OR #n <= :retry)",
                 ExpressionAttributeNames={"#s": "status", "#c": CALL_STARTED_ATTRIBUTE, "#h": CALL_HEARTBEAT_ATTRIBUTE,
                                           "#k": CALL_TOKEN_ATTRIBUTE, "#a": ATTEMPTS_ATTRIBUTE,
-                                          **({"#r": RECALLS_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE}
-                                             if recall_of is not None else {})},
+                                          "#n": RETRIES_ATTRIBUTE, **names},
                 ExpressionAttributeValues={":calling": {"S": CALLING}, ":t": {"N": now}, ":token": {"S": token},
-                                           ":one": {"N": "1"},
-                                           **({":answered": {"S": ANSWERED}} if recall_of is None else {}),
-                                           **values},
-                ReturnValues="UPDATED_NEW")
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return None
-        return CallMark(token, int(reply["Attributes"][ATTEMPTS_ATTRIBUTE]["N"]))
+                                           ":one": {"N": "1"}, ":retry": {"N": str(retry)}, **values},
+                ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except self._db.exceptions.ConditionalCheckFailedException as refused:
+            return CallStart(None, plain(refused.response.get("Item") or {}) or None)
+        before = plain(reply.get("Attributes") or {})
+        return CallStart(CallMark(token, int(before.get(ATTEMPTS_ATTRIBUTE) or 0) + 1), before or None)
 
     def beat(self, job_id: str, mark: CallMark) -> bool:
         """Refresh the heartbeat of this worker's `calling` mark; False if the mark is no longer ours."""
@@ -200,6 +236,20 @@ class JobStore:
         except self._db.exceptions.ConditionalCheckFailedException:
             return None
         return int(reply["Attributes"][RETRIES_ATTRIBUTE]["N"])
+
+    def _transact(self, writes: list[dict], job_index: int) -> dict | None:
+        """Write all of `writes` in one transaction; None if it went through, else the job's row as
+        it was when the condition on `writes[job_index]` (the job's) refused it (an empty dict when
+        the row has none to return)."""
+        try:
+            self._db.transact_write_items(TransactItems=writes)
+            return None
+        except self._db.exceptions.TransactionCanceledException as cancelled:
+            reasons = cancelled.response.get("CancellationReasons") or []
+            mine = reasons[job_index] if len(reasons) > job_index else {}
+            if mine.get("Code") != "ConditionalCheckFailed":
+                raise
+            return plain(mine.get("Item") or {})
 
     def _update_if(self, job_id: str, **update) -> bool:
         """One conditional update of the job's row; False if its condition did not hold."""

@@ -12,15 +12,10 @@ HISTORY_TTL_ATTRIBUTE = "expiresAt"
 JOBS_PARTITION_KEY = "jobId"
 JOBS_TTL_ATTRIBUTE = "expiresAt"
 
-# Powertools idempotency persistence layer (its default attribute names).
-IDEMPOTENCY_PARTITION_KEY = "id"
-IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
-
 TABLES = {
     # logical name: (partition key, sort key or None, TTL attribute)
     "history": (HISTORY_PARTITION_KEY, HISTORY_SORT_KEY, HISTORY_TTL_ATTRIBUTE),
     "jobs": (JOBS_PARTITION_KEY, None, JOBS_TTL_ATTRIBUTE),
-    "idempotency": (IDEMPOTENCY_PARTITION_KEY, None, IDEMPOTENCY_TTL_ATTRIBUTE),
 }
 
 
@@ -70,6 +65,11 @@ def breaker_key(name: str) -> str:
 
 def job_lease_key(job_id: str) -> str:
     return f"lease:job:{job_id}"
+
+
+# Powertools idempotency records of accepted messages, in Redis: "{prefix}#{hash of the key}", one key
+# space whichever function accepts the message (Powertools would otherwise put its name there).
+IDEMPOTENCY_KEY_PREFIX = "idem:sendMessage"
 
 
 def completed_answer_key(job_id: str) -> str:

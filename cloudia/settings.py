@@ -139,7 +139,6 @@ class Settings:
     jobs_dlq_url: str = ""
     history_table: str = ""
     jobs_table: str = ""
-    idempotency_table: str = ""
     # redis://host:port/0 locally; rediss://... (TLS) on AWS with the AUTH token from Secrets Manager.
     redis_url: str = "redis://localhost:6379/0"
     redis_auth_secret_arn: str = ""

@@ -45,10 +45,11 @@ def is_answering(endpoint: str, timeout_s: float = 0.5) -> bool:
 
 
 def moto_server_command(port: int) -> list[str]:
-    """moto's server from this interpreter's packages (the pinned moto), on loopback."""
+    """moto's server from this interpreter's packages (the pinned moto), on loopback, its DynamoDB
+    writes atomic (local_runtime/moto_server.py)."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
         raise EmulatorError("moto server is not installed: run `make deps` (pip install 'moto[server]')")
-    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, str(Path(__file__).with_name("moto_server.py")), "-H", "127.0.0.1", "-p", str(port)]
 
 
 def ensure_emulator(port: int = DEFAULT_PORT, start_timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:

@@ -88,12 +88,13 @@ class ChatFunctions(Construct):
         f = self.functions
         # send_message: ChatService._enqueue (send_message).
         grant_queue(jobs.queue, f["send_message"], "SendMessage")
-        # JobStore.create (put_item); and when the job cannot be queued, JobStore.get and .finish.
-        grant_table(tables.jobs, f["send_message"], "PutItem", "GetItem", "UpdateItem")
-        # HistoryStore.append (put_item); .remove (delete_item) takes back a job that was not queued.
-        grant_table(tables.history, f["send_message"], "PutItem", "DeleteItem")
-        # Powertools' DynamoDBPersistenceLayer: get_item, put_item, update_item, delete_item.
-        grant_table(tables.idempotency, f["send_message"], "GetItem", "PutItem", "UpdateItem", "DeleteItem")
+        # JobStore.create: the job's row and its user's history entry in one TransactWriteItems (each
+        # item needs the action it performs); .remove_queued (delete_item) takes back a job that was not
+        # queued; retry: .get, .retry_failed and .finish (update_item).
+        grant_table(tables.jobs, f["send_message"], "PutItem", "DeleteItem", "GetItem", "UpdateItem")
+        # HistoryStore: the entry's put; .remove (delete_item); .latest and .entry (query) for a
+        # message's cost with a cold context cache, and for a retry's text.
+        grant_table(tables.history, f["send_message"], "PutItem", "DeleteItem", "Query")
         # default: HistoryStore.since (query) for history/resume; no Scan, no other table.
         grant_table(tables.history, f["default"], "Query")
         if redis.auth_secret is not None:

@@ -18,7 +18,6 @@ def runtime_environment(config: AppConfig, *, service_name: str, jobs: JobsQueue
         "JOBS_DLQ_URL": jobs.dlq.queue_url,
         "HISTORY_TABLE": tables.history.table_name,
         "JOBS_TABLE": tables.jobs.table_name,
-        "IDEMPOTENCY_TABLE": tables.idempotency.table_name,
         "REDIS_URL": redis.url,
         "METRICS_NAMESPACE": METRICS_NAMESPACE,
         "POWERTOOLS_SERVICE_NAME": service_name,

@@ -1,4 +1,4 @@
-"""The DynamoDB tables: conversation history, jobs, and Powertools idempotency records.
+"""The DynamoDB tables: conversation history and jobs (Powertools' idempotency records are in Redis).
 
 `Table` rather than `TableV2`: TableV2 synthesizes AWS::DynamoDB::GlobalTable, which the emulators
 cannot create, and one region is all this system needs."""
@@ -27,7 +27,7 @@ class ChatTables(Construct):
                 sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING) if sort_key else None,
                 # On-demand: a chat's load is spiky, and an idle table costs nothing.
                 billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-                # Old items expire by themselves (history, finished jobs, idempotency records).
+                # Old items expire by themselves (history, finished jobs).
                 time_to_live_attribute=ttl_attribute,
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=point_in_time_recovery),
@@ -42,7 +42,3 @@ class ChatTables(Construct):
     @property
     def jobs(self) -> dynamodb.Table:
         return self.tables["jobs"]
-
-    @property
-    def idempotency(self) -> dynamodb.Table:
-        return self.tables["idempotency"]

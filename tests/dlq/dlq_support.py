@@ -4,7 +4,9 @@ from __future__ import annotations
 import uuid
 
 from cloudia.dlq_format import FAILURE_REASON_ATTRIBUTE
-from cloudia.jobs import Job, now_ms
+from cloudia import aws
+from cloudia.history import USER, HistoryStore
+from cloudia.jobs import Job, JobStore, now_ms
 
 # SQS moves a message to the DLQ on the receive after the 5th (the queue's maxReceiveCount).
 MAX_RECEIVES = 5
@@ -19,6 +21,16 @@ def new_job(text: str = "hello") -> Job:
         message=text,
         created_at_ms=now_ms(),
     )
+
+
+def record_job(settings, job: Job) -> JobStore:
+    """What sendMessage writes for a job: its row and its user's history entry (one transaction)."""
+    db = aws.dynamodb(settings.resilience)
+    history = HistoryStore(db, settings.history_table, settings.resilience)
+    store = JobStore(db, settings.jobs_table, settings.resilience)
+    store.create(job, history.put_request(job.user_id, job.conversation_id, job.job_id, USER, job.message,
+                                          job.created_at_ms))
+    return store
 
 
 def fail_permanently(sqs, dlq_url: str, reason: str, job: Job | None = None,

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from cloudia import aws, dlq
+from cloudia import dlq
 from cloudia.dlq_cli import StopBetweenBatches, main
-from cloudia.jobs import FAILED, JobStore
-from tests.dlq.dlq_support import drain, fail_permanently, total
+from cloudia.jobs import FAILED
+from tests.dlq.dlq_support import drain, fail_permanently, record_job, total
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,8 +49,7 @@ def test_inspect_prints_the_job_and_its_row_in_the_jobs_table(sqs, queue_env, mo
     # GIVEN a job the worker recorded as failed and sent to the DLQ
     job = fail_permanently(sqs, queue_env.dlq_url, "too long")
     settings = queue_env.settings
-    store = JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
-    store.create(job)
+    store = record_job(settings, job)
     store.finish(job.job_id, FAILED, "too_long: 9000 chars")
     monkeypatch.setenv("JOBS_TABLE", settings.jobs_table)
 

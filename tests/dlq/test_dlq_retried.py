@@ -11,7 +11,7 @@ import pytest
 from cloudia import aws, dlq
 from cloudia.dlq_cli import main
 from cloudia.jobs import FAILED, Job, JobStore
-from tests.dlq.dlq_support import drain, fail_permanently, new_job, total
+from tests.dlq.dlq_support import drain, fail_permanently, new_job, record_job, total
 
 
 @pytest.fixture
@@ -20,12 +20,12 @@ def jobs(resources) -> JobStore:
     return JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
 
 
-def failed(jobs: JobStore, sqs, dlq_url: str, job: Job | None = None) -> Job:
+def failed(jobs: JobStore, sqs, resources, job: Job | None = None) -> Job:
     """A job the worker failed for good: its row failed, its copy in the DLQ."""
     job = job or new_job()
-    jobs.create(job)
+    record_job(resources.settings, job)
     jobs.finish(job.job_id, FAILED, "status_400: refused")
-    fail_permanently(sqs, dlq_url, "status_400: refused", job=job)
+    fail_permanently(sqs, resources.dlq_url, "status_400: refused", job=job)
     return job
 
 
@@ -38,7 +38,7 @@ def retried(jobs: JobStore, job: Job) -> Job:
 
 def test_the_dlq_copy_of_a_job_retried_since_is_not_redriven_and_leaves_the_dlq(sqs, resources, journal, jobs):
     # GIVEN two failed jobs in the DLQ, one of which its user retried from the page (it is queued again)
-    kept, retried_job = failed(jobs, sqs, resources.dlq_url), failed(jobs, sqs, resources.dlq_url)
+    kept, retried_job = failed(jobs, sqs, resources), failed(jobs, sqs, resources)
     retried(jobs, retried_job)
     # WHEN the operator redrives everything (moto has no move task: the receive/send/delete path)
     report = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, apply=True,
@@ -52,7 +52,7 @@ def test_the_dlq_copy_of_a_job_retried_since_is_not_redriven_and_leaves_the_dlq(
 
 
 def test_a_second_redrive_does_not_run_it_either(sqs, resources, journal, jobs):
-    job = failed(jobs, sqs, resources.dlq_url)
+    job = failed(jobs, sqs, resources)
     retried(jobs, job)
     first = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, apply=True,
                         journal_path=journal, jobs=jobs)
@@ -65,7 +65,7 @@ def test_a_second_redrive_does_not_run_it_either(sqs, resources, journal, jobs):
 def test_the_copy_of_the_retried_attempts_own_failure_is_redriven_and_the_older_one_is_not(sqs, resources,
                                                                                          journal, jobs):
     # GIVEN a job that failed, was retried, and failed again: two copies in the DLQ, one per attempt
-    job = failed(jobs, sqs, resources.dlq_url)
+    job = failed(jobs, sqs, resources)
     again = retried(jobs, job)
     jobs.finish(job.job_id, FAILED, "status_400: refused again")
     fail_permanently(sqs, resources.dlq_url, "status_400: refused again", job=again)
@@ -79,7 +79,7 @@ def test_the_copy_of_the_retried_attempts_own_failure_is_redriven_and_the_older_
 
 
 def test_a_dry_run_lists_the_superseded_copies_apart_and_deletes_nothing(sqs, resources, journal, jobs):
-    kept, job = failed(jobs, sqs, resources.dlq_url), failed(jobs, sqs, resources.dlq_url)
+    kept, job = failed(jobs, sqs, resources), failed(jobs, sqs, resources)
     retried(jobs, job)
     report = dlq.redrive(sqs, resources.dlq_url, resources.settings.jobs_queue_url, journal_path=journal, jobs=jobs)
     assert [m.job.job_id for m in report.selected] == [kept.job_id]
@@ -93,7 +93,7 @@ def test_before_a_move_task_the_superseded_copies_are_deleted_so_the_task_cannot
     # (a botocore Stubber, as moto has none)
     from botocore.stub import Stubber
 
-    kept, job = failed(jobs, sqs, resources.dlq_url), failed(jobs, sqs, resources.dlq_url)
+    kept, job = failed(jobs, sqs, resources), failed(jobs, sqs, resources)
     retried(jobs, job)
     move_api = boto3.client("sqs")
     stub = Stubber(move_api)
@@ -131,7 +131,7 @@ def test_the_cli_leaves_out_the_copies_of_retried_jobs_when_it_knows_the_jobs_ta
     monkeypatch.setenv("JOBS_DLQ_URL", resources.dlq_url)
     monkeypatch.setenv("JOBS_TABLE", resources.settings.jobs_table)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    kept, job = failed(jobs, sqs, resources.dlq_url), failed(jobs, sqs, resources.dlq_url)
+    kept, job = failed(jobs, sqs, resources), failed(jobs, sqs, resources)
     retried(jobs, job)
     assert main(["redrive", "--apply", "--settle", "0s"]) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from cloudia import chat
-from cloudia.history import ERROR, USER
+from cloudia.history import ERROR, USER, Entry
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, Job
 from cloudia.protocol import LLM_REFUSED_MESSAGE
 from tests.functions.conftest import body_of
@@ -169,10 +169,14 @@ def test_a_job_that_is_not_failed_is_refused(functions):
 
 
 def test_a_job_that_never_reached_the_queue_cannot_be_retried(functions):
-    # GIVEN a job taken back because it could not be queued (failed, its history entry removed)
+    # GIVEN a failed job whose history entry was taken back (it could not be queued, and a worker
+    # that took the copy which landed after all failed it)
     service = functions.service
     job = Job("job-lost", "alice", "conv-1", "m-9", "lost", 1000)
-    service.jobs.create(job)
+    entry = service.history.put_request(job.user_id, job.conversation_id, job.job_id, USER, job.message,
+                                        job.created_at_ms)
+    service.jobs.create(job, entry)
+    service.history.remove(job.user_id, job.conversation_id, Entry(job.job_id, USER, job.message, 1000))
     service.jobs.finish(job.job_id, FAILED, "not queued: SQS down")
     alice = functions.open_connection("alice")
     # WHEN it is retried THEN it is refused: the person sends it again

@@ -10,8 +10,8 @@ import pytest
 
 from cloudia import limits
 from cloudia.frames import MAX_FRAME_BYTES
-from cloudia.jobs import FAILED, QUEUED
-from cloudia.schema import budget_key
+from cloudia.jobs import QUEUED
+from cloudia.schema import IDEMPOTENCY_KEY_PREFIX, budget_key
 from tests.functions.conftest import body_of
 from tests.support.servers import free_port
 
@@ -237,19 +237,20 @@ def test_when_the_enqueue_fails_the_user_is_told_and_no_job_is_left_half_written
     # THEN she is told it was not queued
     assert response["statusCode"] == 503
     assert body_of(response)["reason"] == "enqueue_failed"
-    # AND the job is final (failed), not left queued; her entry left the history; her tokens came back
-    rows = functions.job_rows()
-    assert [r["status"] for r in rows] == [FAILED]
+    # AND nothing is left half written: no job row, her entry left the history, her tokens came back
+    assert functions.job_rows() == []
     assert functions.history_rows() == []
     day = time.strftime("%Y-%m-%d", time.gmtime())
     assert int(functions.redis.get(budget_key("alice", day))) == 0
-    # AND the failure was not remembered as the answer: once the queue is back, a resend is queued
+    # AND the failure was not remembered as the answer: once the queue is back, a resend is queued,
+    # its job and entry written again
     functions.sqs.create_queue(QueueName=queue_name)
     retry = functions.send(connection, frame(client_message_id="m-9"))
     assert retry["statusCode"] == 200
-    new_job_id = body_of(retry)["jobId"]
-    assert new_job_id != rows[0]["jobId"]
-    assert [j["job_id"] for j in functions.queued_jobs()] == [new_job_id]
+    job_id = body_of(retry)["jobId"]
+    assert [j["job_id"] for j in functions.queued_jobs()] == [job_id]
+    assert [(r["jobId"], r["status"]) for r in functions.job_rows()] == [(job_id, QUEUED)]
+    assert len(functions.history_rows()) == 1
 
 
 def test_a_sender_hears_at_once_that_the_llm_circuit_is_open_and_the_job_is_kept(functions):
@@ -269,3 +270,19 @@ def test_a_sender_hears_at_once_that_the_llm_circuit_is_open_and_the_job_is_kept
     # AND the job is kept on the queue for when the circuit closes
     [job] = functions.queued_jobs()
     assert job["job_id"] == event["jobId"]
+
+
+def test_a_resend_whose_idempotency_record_was_lost_meets_its_job_and_makes_no_second_one(functions):
+    # GIVEN a message accepted, then Redis lost its idempotency record (a restart without persistence)
+    connection = functions.open_connection("alice")
+    job_id = body_of(functions.send(connection, frame(client_message_id="m-7")))["jobId"]
+    for key in functions.redis.scan_iter(f"{IDEMPOTENCY_KEY_PREFIX}#*"):
+        functions.redis.delete(key)
+    # WHEN the client sends it again
+    again = functions.send(connection, frame(client_message_id="m-7"))
+    # THEN it hears the same job, and there is still one job row and one history entry; the job,
+    # still queued, is queued once more (a copy its lease and state answer once)
+    assert again["statusCode"] == 200 and body_of(again)["jobId"] == job_id
+    assert [r["jobId"] for r in functions.job_rows()] == [job_id]
+    assert len(functions.history_rows()) == 1
+    assert {j["job_id"] for j in functions.queued_jobs()} == {job_id}

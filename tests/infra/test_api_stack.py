@@ -57,7 +57,7 @@ def test_functions_are_traced_and_carry_powertools_settings(any_synth):
 
 def test_functions_learn_names_from_the_state_stack(any_synth):
     env = functions(any_synth)["send_message"]["Environment"]["Variables"]
-    for key in ("JOBS_QUEUE_URL", "HISTORY_TABLE", "JOBS_TABLE", "IDEMPOTENCY_TABLE"):
+    for key in ("JOBS_QUEUE_URL", "HISTORY_TABLE", "JOBS_TABLE"):
         assert "Fn::ImportValue" in json.dumps(env[key]), key
 
 

@@ -227,13 +227,12 @@ def test_the_default_function_only_queries_the_history(any_synth):
 def test_send_message_writes_each_table_with_its_own_calls(any_synth):
     by_table = {}
     for statement in statements(any_synth, "api", "FunctionsSendMessage"):
-        for table in ("History", "Jobs", "Idempotency"):
+        for table in ("History", "Jobs"):
             if f"Tables{table}Table" in json.dumps(statement["Resource"]):
                 by_table[table] = actions([statement], "dynamodb:")
     assert by_table == {
-        "Jobs": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
-        "History": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
-        "Idempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "Jobs": {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "History": {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"},
     }
 
 

@@ -29,7 +29,6 @@ def test_tables_exist_with_their_keys(local_deployment):
     keys = {
         "HISTORY_TABLE": ["pk", "sk"],
         "JOBS_TABLE": ["jobId"],
-        "IDEMPOTENCY_TABLE": ["id"],
     }
     for variable, expected in keys.items():
         table = dynamodb.describe_table(TableName=env[variable])["Table"]

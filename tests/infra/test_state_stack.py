@@ -59,17 +59,16 @@ def tables(synth):
     return {k: v for k, v in synth.templates["state"].find_resources("AWS::DynamoDB::Table").items()}
 
 
-def test_three_tables_history_jobs_idempotency(any_synth):
+def test_two_tables_history_and_jobs(any_synth):
     names = sorted(k.removeprefix("Tables").split("Table")[0] for k in tables(any_synth))
-    assert names == ["History", "Idempotency", "Jobs"]
+    assert names == ["History", "Jobs"]
 
 
 def test_tables_expire_items_by_ttl(any_synth):
     ttl = {k: v["Properties"]["TimeToLiveSpecification"] for k, v in tables(any_synth).items()}
     for logical, spec in ttl.items():
         assert spec["Enabled"] is True
-        expected = "expiration" if "Idempotency" in logical else "expiresAt"
-        assert spec["AttributeName"] == expected
+        assert spec["AttributeName"] == "expiresAt"
 
 
 def test_tables_have_point_in_time_recovery_and_encryption(any_synth):
@@ -96,8 +95,7 @@ def test_prod_state_is_retained(aws_prod_synth):
 # A logical ID that changes makes CloudFormation replace the resource: a new, empty table or queue.
 STATEFUL_LOGICAL_IDS = {
     "AWS::SQS::Queue": ["JobsDeadLetterQueue8CC426EE", "JobsQueue24944186"],
-    "AWS::DynamoDB::Table": ["TablesHistoryTableA0C18509", "TablesIdempotencyTable9CFEB1A0",
-                             "TablesJobsTable5ECCB73A"],
+    "AWS::DynamoDB::Table": ["TablesHistoryTableA0C18509", "TablesJobsTable5ECCB73A"],
 }
 
 

@@ -53,7 +53,6 @@ def create_resources(resilience: Resilience = Resilience(), **overrides) -> Reso
         jobs_dlq_url=dlq_url,
         history_table=names["history"],
         jobs_table=names["jobs"],
-        idempotency_table=names["idempotency"],
         resilience=resilience,
         **overrides,
     )

@@ -109,8 +109,8 @@ class Harness:
         """What sendMessage does: record the job and the user message, then queue the job."""
         job = Job(job_id=f"job-{uuid.uuid4().hex[:10]}", user_id=user_id, conversation_id=conversation_id,
                   client_message_id=uuid.uuid4().hex, message=message, created_at_ms=now_ms())
-        self.jobs.create(job)
-        self.history.append(user_id, conversation_id, job.job_id, USER, message, job.created_at_ms)
+        self.jobs.create(job, self.history.put_request(user_id, conversation_id, job.job_id, USER, message,
+                                                       job.created_at_ms))
         self.sqs.send_message(QueueUrl=self.settings.jobs_queue_url, MessageBody=job.to_json())
         return job
 

@@ -154,7 +154,7 @@ def test_an_answer_finished_just_before_its_worker_died_is_stored_not_paid_again
     processor = harness.processor()
     connection = harness.connect("ana")
     job = harness.send_job("ana", "finished in time")
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms())
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms()).mark
     harness.run(CompletedAnswers(redis_client.async_client(harness.settings)).keep(
         job.job_id, "Echo: finished in time, and paid for"))
     wait_until(lambda: now_ms() - int(harness.jobs.get(job.job_id)["callHeartbeatAtMs"])
@@ -178,7 +178,7 @@ def test_a_call_still_running_elsewhere_is_waited_for_not_repeated(harness):
     harness.configure(job_liveness_s=30.0)
     processor = harness.processor()
     job = harness.send_job("ana", "in progress elsewhere")
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
 
     # WHEN its message is delivered here
     outcome = harness.run(processor.handle(harness.receive()[0]))
@@ -188,11 +188,11 @@ def test_a_call_still_running_elsewhere_is_waited_for_not_repeated(harness):
     assert harness.fake_llm.stats()["requests"] == 0
     assert harness.jobs.get(job.job_id)["status"] == CALLING
     # AND the mark refuses a recall while its heartbeat is fresh, and allows one once it is stale
-    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000, recall_of=1)
-    mark = harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=1)
+    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000, recall_of=1).mark
+    mark = harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=1).mark
     assert mark is not None and mark.attempt == 2
     # AND no more recalls than allowed
-    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=1)
+    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=1).mark
 
 
 def test_two_crashes_apart_are_each_recalled_only_crashes_in_a_row_exhaust_the_recalls(harness):
@@ -200,17 +200,17 @@ def test_two_crashes_apart_are_each_recalled_only_crashes_in_a_row_exhaust_the_r
     harness.configure()
     job = harness.send_job("ana", "unlucky twice")
     stale = lambda: now_ms() + 1  # noqa: E731 - "every heartbeat so far is stale"
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale())
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1)
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale()).mark
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1).mark
     # WHEN the recall then fails while its worker lives (a 503), and a later call is cut by a crash again
     harness.jobs.end_failed_call(job.job_id)
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale())
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale()).mark
     # THEN that crash is recalled too: it is not a job that keeps killing its workers
-    mark = harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1)
+    mark = harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1).mark
     assert mark is not None and mark.attempt == 4
     assert int(harness.jobs.get(job.job_id)[RECALLS_ATTRIBUTE]) == 2
     # AND a crash right after it (two in a row) is not
-    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1) is None
+    assert harness.jobs.start_call(job.job_id, stale_before_ms=stale(), recall_of=1).mark is None
 
 
 def test_a_call_that_fails_while_the_worker_lives_is_retried_not_taken_for_a_crash(harness):
@@ -248,6 +248,6 @@ def test_a_retried_call_mark_whose_first_reply_was_lost_is_still_this_calls_own(
                      harness.settings.resilience)
     # WHEN the worker marks the call (the SDK sends the same write twice)
     # THEN the mark is this call's, not "another worker is calling"
-    assert flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
+    assert flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
     # AND a different call is still refused while the mark is fresh
-    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000)
+    assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark

@@ -21,6 +21,12 @@ from cloudia.dlq_format import failure_attributes
 
 # SQS's longest DelaySeconds.
 SQS_MAX_DELAY_S = 900
+# SQS takes at most 10 entries per batch request.
+SQS_MAX_BATCH = 10
+# How long a delete waits for others to share its request: under load the jobs ending within this
+# window cost one request instead of ten; alone, a job's message goes this much later (its answer is
+# out already).
+DELETE_LINGER_S = 0.05
 
 
 class Outcome(str, enum.Enum):
@@ -83,6 +89,7 @@ class JobQueue:
         self.dlq_url = dlq_url
         self._max_receives = max_receives
         self._io = io or _inline
+        self._deletes = DeleteBatcher(sqs, queue_url, self._io)
 
     async def carry_out(self, message: dict, decision: Decision) -> None:
         if isinstance(decision, Delete):
@@ -115,11 +122,63 @@ class JobQueue:
         return delay
 
     async def delete(self, message: dict) -> None:
-        await self._io(self._sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        await self._deletes.delete(message["ReceiptHandle"])
 
     async def set_visibility(self, message: dict, seconds: float) -> None:
         await self._io(self._sqs.change_message_visibility, QueueUrl=self.queue_url,
                        ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=int(seconds))
+
+
+class DeleteBatcher:
+    """Deletes of the jobs queue's messages, sent together: each `delete` waits for its batch's
+    `DeleteMessageBatch` (up to 10 entries, or what came within `DELETE_LINGER_S`) and raises as a
+    lone `DeleteMessage` would if its entry failed (the message then reappears after its visibility
+    timeout, and its job's state makes it a duplicate)."""
+
+    def __init__(self, sqs, queue_url: str, io: Io, linger_s: float = DELETE_LINGER_S):
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._io = io
+        self._linger_s = linger_s
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def delete(self, receipt_handle: str) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((receipt_handle, done))
+        if len(self._pending) >= SQS_MAX_BATCH:
+            self._send()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._linger_s, self._send)
+        await asyncio.shield(done)  # a cancelled job's delete still goes: it was decided
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending[:SQS_MAX_BATCH], self._pending[SQS_MAX_BATCH:]
+        if self._pending:
+            self._timer = asyncio.get_running_loop().call_later(self._linger_s, self._send)
+        if batch:
+            asyncio.ensure_future(self._send_batch(batch))
+
+    async def _send_batch(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        try:
+            reply = await self._io(self._sqs.delete_message_batch, QueueUrl=self._queue_url,
+                                   Entries=[{"Id": str(i), "ReceiptHandle": h} for i, (h, _) in enumerate(batch)])
+        except Exception as error:  # noqa: BLE001 - each waiting delete raises it
+            for _, done in batch:
+                done.done() or done.set_exception(error)
+            return
+        failed = {int(f["Id"]): f for f in reply.get("Failed", [])}
+        for i, (_, done) in enumerate(batch):
+            if done.done():
+                continue
+            if i in failed:
+                done.set_exception(RuntimeError(f"delete refused: {failed[i].get('Code')} {failed[i].get('Message')}"))
+            else:
+                done.set_result(None)
 
 
 async def _inline(fn, *args, **kwargs):

@@ -25,8 +25,8 @@ from cloudia.dlq_format import failure_attributes, sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWER_COMPLETE_LOG, ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE,
-                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, Job,
-                          JobStore, now_ms)
+                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, CallStart,
+                          Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, within_reservation
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -151,54 +151,66 @@ class JobProcessor:
             async with JobHeartbeat(self._res, self._heartbeat_io, self._heartbeat_queue, self._leases, self._jobs,
                                     message, job.job_id, token) as heartbeat:
                 # Independent reads at once: each is a network round trip, and the job waits on all of them.
-                record, context, connections = await asyncio.gather(
-                    self.io(self._jobs.get, job.job_id), self._context(job),
-                    self.io(self._pusher.connections_of, job.user_id))
-                recall_of = None
-                if record and job.retry < int(record.get(RETRIES_ATTRIBUTE) or 0):
-                    # A copy from before its user's retry (a DLQ redrive, a console move): the retry's own
-                    # message carries the job now.
-                    logger.info("a copy superseded by its user's retry: dropped", extra=log)
-                    return Delete(Outcome.DUPLICATE)
-                if record and record.get("status") == ANSWERED:
-                    await self._repush_answer(job)
-                    logger.info("job already answered: not calling the LLM again", extra=log)
-                    return Delete(Outcome.DUPLICATE)
-                if record and record.get("status") == CALLING:
-                    if await self._answer_stored_before_a_crash(job, context):
-                        logger.warning("job answered just before its worker died: not calling the LLM again",
-                                       extra=log)
-                        return Delete(Outcome.DUPLICATE)
-                    decision = await self._after_cut_call(job, record, log)
+                context, connections = await asyncio.gather(
+                    self._context(job), self.io(self._pusher.connections_of, job.user_id))
+                # The call's mark first: the same write reads the job's state, so a job that may be
+                # called (nearly every one) costs no read of its own. The rest look at what it found.
+                start = await self._start_call(job, None)
+                if start.mark is None:
+                    decision = await self._not_callable(job, start.record, context, log)
                     if decision is not None:
                         return decision
-                    recall_of = self._res.llm_recalls_after_crash
-                return await self._attempt(job, message, permit, log, context, connections, heartbeat, recall_of)
+                    start = await self._start_call(job, self._res.llm_recalls_after_crash)
+                    if start.mark is None:  # another worker's recall came first
+                        return self._busy_elsewhere(self._res.job_liveness_s, log)
+                    self._metrics.llm_recalled()
+                    logger.warning("a worker died during this job's LLM call: calling again",
+                                   extra={**log, "attempt": start.mark.attempt})
+                heartbeat.mark = start.mark
+                return await self._attempt(job, message, permit, log, context, connections, heartbeat)
         finally:
             await self.io(self._leases.release, job.job_id, token)
 
+    async def _start_call(self, job: Job, recall_of: int | None) -> CallStart:
+        stale_before_ms = now_ms() - int(self._res.job_liveness_s * 1000)
+        return await self.io(self._jobs.start_call, job.job_id, stale_before_ms, recall_of, job.retry)
+
+    async def _not_callable(self, job: Job, record: dict | None, context: list[dict[str, str]],
+                            log: dict) -> Decision | None:
+        """The job's state refused the call's mark: what becomes of the message, or None when a worker
+        died during the job's call and it may be called again (a recall)."""
+        record = record or {}
+        if job.retry < int(record.get(RETRIES_ATTRIBUTE) or 0):
+            # A copy from before its user's retry (a DLQ redrive, a console move): the retry's own
+            # message carries the job now.
+            logger.info("a copy superseded by its user's retry: dropped", extra=log)
+            return Delete(Outcome.DUPLICATE)
+        if record.get("status") == ANSWERED:
+            await self._repush_answer(job)
+            logger.info("job already answered: not calling the LLM again", extra=log)
+            return Delete(Outcome.DUPLICATE)
+        if record.get("status") == CALLING:
+            if await self._answer_stored_before_a_crash(job, context):
+                logger.warning("job answered just before its worker died: not calling the LLM again", extra=log)
+                return Delete(Outcome.DUPLICATE)
+            return await self._after_cut_call(job, record, log)
+        # Changed between the write and now (answered or retried meanwhile): look again shortly.
+        return self._busy_elsewhere(1, log)
+
     async def _attempt(self, job: Job, message: dict, permit: Permit | None, log: dict,
-                       context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
-                       recall_of: int | None) -> Decision:
+                       context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat) -> Decision:
         route, permit = await self._route(permit)
         if route is None:
+            # Marked for a call that cannot be made now: `queued` again, as after a failed call.
+            heartbeat.mark = None
+            await self.io(self._jobs.end_failed_call, job.job_id)
             return await self._circuit_open(job, message, permit, log)
         async with self.holding(route.breaker, permit):
-            return await self._call(job, message, route, permit, log, context, connections, heartbeat, recall_of)
+            return await self._call(job, message, route, permit, log, context, connections, heartbeat)
 
     async def _call(self, job: Job, message: dict, route: Route, permit: Permit, log: dict,
-                    context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
-                    recall_of: int | None) -> Decision:
-        stale_before_ms = now_ms() - int(self._res.job_liveness_s * 1000)
-        mark = await self.io(self._jobs.start_call, job.job_id, stale_before_ms, recall_of)
-        if mark is None:
-            # Answered meanwhile, or another worker is calling (its lease went with a Redis restart).
-            return self._busy_elsewhere(self._res.job_liveness_s, log)
-        if recall_of is not None:
-            self._metrics.llm_recalled()
-            logger.warning("a worker died during this job's LLM call: calling again",
-                           extra={**log, "attempt": mark.attempt})
-        heartbeat.mark = mark
+                    context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat) -> Decision:
+        mark = heartbeat.mark
 
         async def push_token(text: str) -> int:
             return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text, mark.attempt),
@@ -243,13 +255,11 @@ class JobProcessor:
                 tokens.cancel()
         elapsed_s = time.monotonic() - started
 
-        # The answer is made durable before anything else (a worker killed before the ANSWERED mark
-        # leaves the job `calling`, see `_after_cut_call`). The answer is stored first: once the job
-        # reads ANSWERED, a redelivery re-pushes it.
-        await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT,
-                      completion.text)
+        # The answer is made durable before anything else (a worker killed before it leaves the job
+        # `calling`, see `_after_cut_call`): the answer and the ANSWERED state in one transaction, so
+        # a job that reads ANSWERED has its answer stored for a redelivery to re-push.
         heartbeat.mark = None
-        await self.io(self._jobs.finish, job.job_id, ANSWERED)
+        await self.io(self._store_answer, job, completion.text)
         if tokens is not None:  # the last tokens go out before the answer, within a bound
             await tokens.finish(TOKEN_DRAIN_BOUND_S)
         await self.io(route.breaker.record, permit, True, completion.timing)
@@ -363,6 +373,12 @@ class JobProcessor:
             messages.pop(0)
         return messages + [{"role": USER, "content": job.message, "jobId": job.job_id}]
 
+    def _store_answer(self, job: Job, text: str, detail: str = "") -> bool:
+        """The answer in the history and the job ANSWERED, in one request; False (and nothing
+        written) if the job was answered already."""
+        entry = self._history.put_request(job.user_id, job.conversation_id, job.job_id, ASSISTANT, text)
+        return self._jobs.finish(job.job_id, ANSWERED, detail, entry=entry)
+
     async def _stored_answer(self, job: Job) -> str | None:
         entries = await self.io(self._history.latest, job.user_id, job.conversation_id,
                                 self._res.context_max_messages * 2)
@@ -385,8 +401,7 @@ class JobProcessor:
         text = await self._completed.get(job.job_id)
         if text is None:
             return False
-        await self.io(self._history.append, job.user_id, job.conversation_id, job.job_id, ASSISTANT, text)
-        await self.io(self._jobs.finish, job.job_id, ANSWERED, RECOVERED_DETAIL)
+        await self.io(self._store_answer, job, text, RECOVERED_DETAIL)
         await asyncio.gather(
             self.io(self._cache.put, job.user_id, job.conversation_id,
                     context + [{"role": ASSISTANT, "content": text, "jobId": job.job_id}]),
@@ -446,10 +461,11 @@ class JobProcessor:
         return DeadLetter(f"{reason_code}: {detail}", failure_class)
 
     async def _tell_failure(self, job: Job, user_message: str, reason_code: str, detail: str) -> None:
+        told = self._history.put_request(job.user_id, job.conversation_id, job.job_id, ERROR, user_message)
         for step in (
             lambda: self._pusher.push(job.user_id, protocol.error(user_message, job.job_id, reason=reason_code)),
-            lambda: self._history.append(job.user_id, job.conversation_id, job.job_id, ERROR, user_message),
-            lambda: self._jobs.finish(job.job_id, FAILED, f"{reason_code}: {detail}"),
+            # What its user was told, in the history, and the job's final state: one request.
+            lambda: self._jobs.finish(job.job_id, FAILED, f"{reason_code}: {detail}", entry=told),
         ):
             try:  # best effort: the DLQ copy below is what must not be missed
                 await self.io(step)
