@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from cloudia import metric_names
+
 
 @dataclass(frozen=True)
 class Resilience:
@@ -160,7 +162,7 @@ class Settings:
     llm_fallback_model: str = ""
     llm_fallback_api_key: str = ""
     llm_fallback_api_key_secret_arn: str = ""
-    metrics_namespace: str = "CloudIa"
+    metrics_namespace: str = metric_names.NAMESPACE
     # SQS long-poll wait of the worker (20 s, the most SQS allows: an idle worker costs 3 requests a
     # minute). A shutdown that hands jobs back first lets an open poll end, so keep it below the grace.
     worker_poll_wait_s: int = 20

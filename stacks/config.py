@@ -66,6 +66,8 @@ class AppConfig:
     worker_max_tasks: int = 4
     # Backlog per step of the worker's step scaling on visible messages.
     worker_scale_out_backlog: int = 50
+    # Scale on the jobs in flight too: the tasks' busy job slots, on average, kept near this percent.
+    worker_target_slots_in_use: float = 70.0
     # Alarm when the oldest job waits longer than this.
     oldest_message_alarm_s: int = 300
     max_azs: int = 2

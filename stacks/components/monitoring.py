@@ -11,13 +11,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from cloudia import metric_names
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.keys import allow_publisher, source_conditions, topic_key
-from stacks.components.runtime_environment import METRICS_NAMESPACE
 from stacks.config import AppConfig
 
 # The worker emits this metric (Powertools, service "worker") on every transition to open.
-CIRCUIT_OPENED_METRIC = "CircuitOpened"
 WORKER_SERVICE_DIMENSION = {"service": "worker"}
 
 
@@ -60,7 +59,7 @@ class Monitoring(Construct):
         alarm("OldestJobTooOld", jobs.queue.metric_approximate_age_of_oldest_message(period=minute, statistic="Maximum"),
               config.oldest_message_alarm_s, "Jobs wait too long: the worker is down, too slow or its circuit is open.")
         circuit_opened = cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE, metric_name=CIRCUIT_OPENED_METRIC,
+            namespace=metric_names.NAMESPACE, metric_name=metric_names.CIRCUIT_OPENED,
             dimensions_map=WORKER_SERVICE_DIMENSION, statistic="Sum", period=minute)
         alarm("CircuitOpened", circuit_opened, 1, "The worker's circuit breaker opened: the LLM API is failing.")
         for module, function in functions.items():

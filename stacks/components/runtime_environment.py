@@ -2,13 +2,13 @@
 names (`cloudia.settings.Settings.from_env` reads them back)."""
 from __future__ import annotations
 
+from cloudia import metric_names
 from cloudia.settings import resilience_env
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.redis_cache import RedisEndpoint
 from stacks.components.tables import ChatTables
 from stacks.config import AppConfig
 
-METRICS_NAMESPACE = "CloudIa"
 
 
 def runtime_environment(config: AppConfig, *, service_name: str, jobs: JobsQueue, tables: ChatTables,
@@ -19,9 +19,9 @@ def runtime_environment(config: AppConfig, *, service_name: str, jobs: JobsQueue
         "HISTORY_TABLE": tables.history.table_name,
         "JOBS_TABLE": tables.jobs.table_name,
         "REDIS_URL": redis.url,
-        "METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "METRICS_NAMESPACE": metric_names.NAMESPACE,
         "POWERTOOLS_SERVICE_NAME": service_name,
-        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_METRICS_NAMESPACE": metric_names.NAMESPACE,
         "LOG_LEVEL": "INFO",
         **resilience_env(config.resilience),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Annotations, Duration
 from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -12,6 +13,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from cloudia import metric_names
 from stacks.components.grants import grant_queue, grant_secret_read, grant_table
 from stacks.components.jobs_queue import JobsQueue
 from stacks.components.lambda_code import ROOT
@@ -109,9 +111,12 @@ class WorkerService(Construct):
         # The DLQ: permanent failures are sent there at once; the sweep receives what SQS dead-lettered
         # itself, replaces it by a copy that says why (send, delete) or looks again later (visibility).
         grant_queue(jobs.dlq, role, "SendMessage", "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility")
-        # HistoryStore.append (put_item) and .latest (query, the context when the cache is cold).
+        # (DeleteMessageBatch is authorized as DeleteMessage.) The history: the answer's or the failure's
+        # entry, put in one TransactWriteItems with the job's final state (each item needs the action it
+        # performs), and .latest (query, the context when the cache is cold).
         grant_table(tables.history, role, "PutItem", "Query")
-        # JobStore.get (get_item); .start_call, .beat, .finish, .end_failed_call (update_item).
+        # JobStore.get (get_item); .start_call, .beat, .finish (alone or in the transaction above),
+        # .end_failed_call (update_item).
         grant_table(tables.jobs, role, "GetItem", "UpdateItem")
         for key in (self.llm_api_key, self.llm_fallback_api_key):
             if key is not None:
@@ -150,4 +155,16 @@ class WorkerService(Construct):
             ],
             adjustment_type=autoscaling.AdjustmentType.CHANGE_IN_CAPACITY,
             cooldown=Duration.minutes(2),
+        )
+        # ... and on the jobs in flight: the tasks' busy slots, kept near `worker_target_slots_in_use`
+        # percent on average. Answers take seconds to minutes, so a fleet can be full with nothing
+        # waiting yet; the backlog policy then only sees the overflow. (The larger of the two wins.)
+        scaling.scale_to_track_custom_metric(
+            "TrackSlotsInUse",
+            metric=cloudwatch.Metric(namespace=metric_names.NAMESPACE, metric_name=metric_names.SLOTS_IN_USE,
+                                     dimensions_map={"service": metric_names.WORKER_SERVICE},
+                                     statistic="Average", period=Duration.minutes(1)),
+            target_value=config.worker_target_slots_in_use,
+            scale_in_cooldown=Duration.minutes(5),
+            scale_out_cooldown=Duration.minutes(1),
         )

@@ -1,6 +1,7 @@
 """Network, Redis, worker and observability: the `aws` target only."""
 from aws_cdk.assertions import Match
 
+from cloudia import metric_names
 from stacks.config import AppConfig
 from tests.infra.test_config import cdk_json_context
 
@@ -72,13 +73,23 @@ def test_worker_deployment_circuit_breaker_rolls_back(aws_synth):
             "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True}})})
 
 
-def test_worker_autoscales_on_queue_backlog(aws_synth):
+def test_worker_autoscales_on_queue_backlog_and_on_the_jobs_in_flight(aws_synth):
     template = aws_synth.templates["worker"]
     template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
         "MinCapacity": 1, "MaxCapacity": 4})
+    # the backlog: step scaling out and in (two policies)
     template.has_resource_properties("AWS::CloudWatch::Alarm", {
         "MetricName": "ApproximateNumberOfMessagesVisible", "Namespace": "AWS/SQS"})
-    template.resource_count_is("AWS::ApplicationAutoScaling::ScalingPolicy", 2)
+    # the jobs in flight: the worker's busy slots (the metric its consumer publishes), tracked at 70 %
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": Match.object_like({
+            "TargetValue": 70,
+            "CustomizedMetricSpecification": Match.object_like({
+                "MetricName": metric_names.SLOTS_IN_USE, "Namespace": metric_names.NAMESPACE,
+                "Dimensions": [{"Name": "service", "Value": metric_names.WORKER_SERVICE}],
+                "Statistic": "Average"})})})
+    template.resource_count_is("AWS::ApplicationAutoScaling::ScalingPolicy", 3)
 
 
 def test_worker_may_push_answers_through_the_management_api(aws_synth):

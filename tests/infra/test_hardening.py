@@ -204,8 +204,9 @@ FUNCTION_DATA_ACTIONS = {
     "Authorizer": set(),
     "Connect": set(),
     "Disconnect": set(),
+    # (the history's Query: a message's cost with a cold context cache, and a retry's text)
     "SendMessage": {"sqs:SendMessage", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem"},
+                    "dynamodb:DeleteItem", "dynamodb:Query"},
     "Default": {"dynamodb:Query"},
 }
 WORKER_DATA_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage",

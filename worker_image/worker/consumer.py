@@ -236,4 +236,5 @@ class Worker:
     async def _flush_metrics_periodically(self) -> None:
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
+            self._metrics.slots_in_use(len(self._in_flight), self._res.worker_concurrency)
             await asyncio.get_running_loop().run_in_executor(self._executor, self._metrics.flush)

@@ -14,7 +14,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-SERVICE = "worker"
+from cloudia import metric_names
+
+SERVICE = metric_names.WORKER_SERVICE
 
 logger = Logger(service=SERVICE)
 
@@ -66,8 +68,12 @@ class WorkerMetrics:
     def queue_lag_ms(self, value: float) -> None:
         self._add("QueueLag", MetricUnit.Milliseconds, max(0.0, value))
 
+    def slots_in_use(self, busy: int, slots: int) -> None:
+        """How full the worker is: the fleet scales on the average over its tasks."""
+        self._add(metric_names.SLOTS_IN_USE, MetricUnit.Percent, 100.0 * busy / max(1, slots))
+
     def circuit_opened(self) -> None:
-        self._add("CircuitOpened", MetricUnit.Count, 1)
+        self._add(metric_names.CIRCUIT_OPENED, MetricUnit.Count, 1)
         self.flush()
 
     def circuit_closed(self) -> None:
