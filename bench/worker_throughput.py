@@ -1,7 +1,7 @@
 """Worker throughput against the ideal, and its CPU cost per job, on a model's streaming pace.
 
     .venv/bin/python bench/worker_throughput.py [--jobs 200] [--runs 3] [--concurrency 16]
-        [--first-token-ms 500] [--tokens-per-s 45] [--answer-tokens 60] [--no-client]
+        [--first-token-ms 500] [--tokens-per-s 45] [--answer-tokens 60] [--no-client] [--one-emulator]
 
 Stands up moto, a redis-server, the fake LLM (a separate process, streaming each answer like a model:
 `--first-token-ms` to the first token, then `--tokens-per-s`, `--answer-tokens` tokens long) and a
@@ -12,7 +12,10 @@ provider over HTTP, breaker, heartbeat, DynamoDB, Redis, the tokens pushed as th
 and measures, per run: jobs answered per second against the ideal (concurrency / the answer's
 length in time: every slot always busy waiting on the LLM), and the worker process's CPU
 milliseconds per job (moto, Redis, the fake LLM and the gateway stand-in run elsewhere and are not
-counted). Prints the median and the spread (min-max) over the runs.
+counted). Prints the median and the spread (min-max) over the runs, then the CPU each other process
+used per job (the emulators, Redis, the fake LLM, the gateway stand-in), so a reader sees who bounds the
+run: moto is one Python process per service, and SQS and DynamoDB each get their own (boto3's per-service
+endpoints, `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL_DYNAMODB`) unless `--one-emulator`.
 """
 from __future__ import annotations
 
@@ -48,6 +51,12 @@ from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_p
 def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 USERS = 50
@@ -92,8 +101,9 @@ def enqueue(queue_url: str, count: int) -> None:
         sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
-def one_run(settings, jobs: int) -> tuple[float, float, dict]:
-    """(jobs per second, CPU ms per job, outcomes) for one batch of `jobs` queued jobs."""
+def one_run(settings, jobs: int, others: dict[str, int]) -> tuple[float, float, dict, dict[str, float]]:
+    """(jobs per second, CPU ms per job, outcomes, CPU ms per job of each of `others`: name -> pid)
+    for one batch of `jobs` queued jobs."""
     from worker.app import build_worker
 
     enqueue(settings.jobs_queue_url, jobs)
@@ -101,6 +111,7 @@ def one_run(settings, jobs: int) -> tuple[float, float, dict]:
     loop = asyncio.new_event_loop()
     with contextlib.redirect_stdout(io.StringIO()):  # the EMF metric lines
         thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
+        others_before = {name: process_cpu_s(pid) for name, pid in others.items()}
         cpu_before, started = cpu_s(), time.monotonic()
         thread.start()
         while sum(worker.outcomes.values()) < jobs:
@@ -109,10 +120,11 @@ def one_run(settings, jobs: int) -> tuple[float, float, dict]:
                 raise TimeoutError(f"only {worker.outcomes} after 600 s")
         elapsed = time.monotonic() - started
         cpu_used = cpu_s() - cpu_before
+        others_ms = {name: (process_cpu_s(pid) - others_before[name]) * 1000 / jobs for name, pid in others.items()}
         loop.call_soon_threadsafe(worker.request_stop)
         thread.join(30)
     loop.close()
-    return jobs / elapsed, cpu_used * 1000 / jobs, dict(worker.outcomes)
+    return jobs / elapsed, cpu_used * 1000 / jobs, dict(worker.outcomes), others_ms
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,16 +136,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens-per-s", type=float, default=45)
     parser.add_argument("--answer-tokens", type=int, default=60)
     parser.add_argument("--no-client", action="store_true", help="no connection registered: nothing is pushed")
+    parser.add_argument("--one-emulator", action="store_true", help="one moto process for every service")
     args = parser.parse_args(argv)
 
     from worker.telemetry import configure_logging
     configure_logging(os.environ.get("BENCH_LOG_LEVEL", "WARNING"))  # per-job INFO lines would measure the terminal, not the worker
 
     moto, redis = MotoServer().start(), RedisServer().start()
+    emulators = {"moto": moto}
+    if not args.one_emulator:
+        emulators = {"moto (SQS and the rest)": moto, "moto (DynamoDB)": MotoServer().start()}
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = emulators["moto (DynamoDB)"].endpoint
     fake_llm, fake_url = start_fake_llm(args.first_token_ms, args.tokens_per_s, args.answer_tokens)
     gateway, gateway_url = start_gateway_stand_in()
     os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    others = {**{name: server.pid for name, server in emulators.items()}, "redis-server": redis.pid,
+              "fake LLM": fake_llm.pid, "@connections stand-in": gateway.pid}
     try:
         resilience = Resilience(worker_concurrency=args.concurrency, breaker_min_calls=10_000)
         settings = dataclasses.replace(
@@ -150,11 +169,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.tokens_per_s:g} tokens/s ({answer_s:.2f} s an answer; OpenAI SDK over HTTP), "
               + ("no client connected" if args.no_client else
                  f"{USERS} users connected, tokens pushed every {resilience.token_push_interval_ms} ms"))
-        rates, cpu_per_job = [], []
+        rates, cpu_per_job, others_per_run = [], [], []
         for run in range(1, args.runs + 1):
-            rate, cpu_ms, outcomes = one_run(settings, args.jobs)
+            rate, cpu_ms, outcomes, others_ms = one_run(settings, args.jobs, others)
             rates.append(rate)
             cpu_per_job.append(cpu_ms)
+            others_per_run.append(others_ms)
             print(f"  run {run}: {rate:6.1f} jobs/s ({rate / ideal:5.1%} of ideal), {cpu_ms:5.1f} CPU ms/job, "
                   f"outcomes {outcomes}")
         print(f"ideal (concurrency / latency): {ideal:.1f} jobs/s")
@@ -162,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
               f"({statistics.median(rates) / ideal:.1%} of ideal), spread {min(rates):.1f}-{max(rates):.1f}")
         print(f"CPU per job: median {statistics.median(cpu_per_job):.1f} ms, "
               f"spread {min(cpu_per_job):.1f}-{max(cpu_per_job):.1f} ms")
+        print("CPU per job of the other processes (median over the runs; the worker's above):")
+        for name in others:
+            print(f"  {name:24} {statistics.median(r[name] for r in others_per_run):7.1f} ms")
         gateway.terminate()
         pushes = int(gateway.communicate(timeout=10)[0])
         print(f"pushes to @connections: {pushes / (args.jobs * args.runs):.1f} per answer (tokens and the answer)")
@@ -171,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         fake_llm.terminate()
         fake_llm.wait(10)
         redis.stop()
-        moto.stop()
+        for server in emulators.values():
+            server.stop()
 
 
 if __name__ == "__main__":

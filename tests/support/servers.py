@@ -56,6 +56,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://localhost:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def start(self) -> "RedisServer":
         self._proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -86,6 +90,10 @@ class MotoServer:
     @property
     def endpoint(self) -> str:
         return f"http://localhost:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def start(self) -> "MotoServer":
         self._proc = subprocess.Popen(moto_server_command(self.port), stdout=subprocess.DEVNULL,
