@@ -185,4 +185,6 @@ def _typed(default: Any, raw: Any, name: str) -> Any:
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
     if isinstance(default, int):
         return int(raw)
+    if isinstance(default, float):
+        return float(raw)
     return str(raw)
