@@ -5,10 +5,14 @@
 Each run imports one handler module in a fresh interpreter laid out like the Lambda asset: the
 `functions/*.py` handlers and the `cloudia` package side by side at the root, copied without
 bytecode and imported with `-B`, so our code is compiled on every cold start as on Lambda's
-read-only file system, while the dependencies use their installed bytecode as in the asset. The
-environment looks like Lambda's (`AWS_LAMBDA_FUNCTION_NAME` set), so Powertools' Tracer really
-loads the X-Ray SDK and patches its libraries, as it does on a cold start; `--trace-disabled`
-measures without it.
+read-only file system. The dependencies come from the virtualenv, held to what the Lambda's Python
+can import: the closure of `functions/requirements.txt` and the runtime's boto3. Nothing else there
+can be imported (redis, for one, would load opentelemetry where it finds it). They use the
+virtualenv's bytecode, so their compilation, which Lambda does on every cold start (the asset holds
+no bytecode: see stacks/components/lambda_code.py), is left out of the figures. The environment
+looks like Lambda's (`AWS_LAMBDA_FUNCTION_NAME`, and `LAMBDA_TASK_ROOT` at the laid-out asset), so
+Powertools' Tracer is enabled and the X-Ray SDK takes its Lambda path, as on a cold start;
+`--trace-disabled` measures without it.
 
 Prints per handler the median and the spread (min-max) over the runs of the import alone (timed
 inside the child) and of the whole process (interpreter start and exit included, timed by the parent), then
@@ -31,9 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
 
-# Run in the child: time only the import of the handler module.
+# Run in the child: time only the import of the handler module. argv[2]: the top-level modules
+# to make unimportable (None in sys.modules: `import` fails, `find_spec` answers None).
 IMPORT_TIMER = (
     "import importlib, sys, time\n"
+    "sys.modules.update({name: None for name in sys.argv[2].split(',') if name and name not in sys.modules})\n"
     "start = time.perf_counter()\n"
     "importlib.import_module(sys.argv[1])\n"
     "print(time.perf_counter() - start)\n"
@@ -41,6 +47,10 @@ IMPORT_TIMER = (
 
 LAMBDA_LIKE_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": "cloudia-bench",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+    # Where Lambda's X-Ray daemon would listen; nothing is sent while importing.
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -49,6 +59,37 @@ LAMBDA_LIKE_ENV = {
     "POWERTOOLS_SERVICE_NAME": "cloudia-bench",
     "POWERTOOLS_METRICS_NAMESPACE": "CloudIaBench",
 }
+
+
+# What the Lambda runtime provides besides the standard library (lambda_code.RUNTIME_PROVIDED).
+RUNTIME_REQUIREMENTS = ["boto3"]
+
+
+def not_in_asset() -> list[str]:
+    """The virtualenv's top-level modules that neither the asset (the closure of
+    `functions/requirements.txt`) nor the runtime (boto3 and its own) holds."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (FUNCTIONS / "requirements.txt").read_text().splitlines()
+    wanted = [Requirement(line) for line in lines + RUNTIME_REQUIREMENTS if line.strip() and not line.startswith("#")]
+    held, seen = set(), set()
+    while wanted:
+        requirement = wanted.pop()
+        name, extras = canonicalize_name(requirement.name), frozenset(requirement.extras)
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        held.add(name)
+        for line in metadata.distribution(name).requires or []:
+            dependency = Requirement(line)
+            if dependency.marker is None or any(dependency.marker.evaluate({"extra": extra})
+                                                for extra in extras | {""}):
+                wanted.append(dependency)
+    return sorted(top for top, dists in metadata.packages_distributions().items()
+                  if not any(canonicalize_name(dist) in held for dist in dists))
 
 
 def handler_names() -> list[str]:
@@ -64,18 +105,20 @@ def asset_like_copy() -> Path:
     return root
 
 
-def child_env(trace_disabled: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON"))}
+def child_env(asset_root: Path, trace_disabled: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON", "LAMBDA_"))}
     env.update(LAMBDA_LIKE_ENV)
+    # Powertools enables its Tracer, and the X-Ray SDK picks its Lambda context, only where it is set.
+    env["LAMBDA_TASK_ROOT"] = str(asset_root)
     if trace_disabled:
         env["POWERTOOLS_TRACE_DISABLED"] = "true"
     return env
 
 
-def time_import(module: str, asset_root: Path, env: dict[str, str]) -> tuple[float, float]:
+def time_import(module: str, asset_root: Path, env: dict[str, str], blocked: str) -> tuple[float, float]:
     """(import seconds measured in the child, whole-process seconds measured here)."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-B", "-c", IMPORT_TIMER, module], cwd=asset_root, env=env,
+    result = subprocess.run([sys.executable, "-B", "-c", IMPORT_TIMER, module, blocked], cwd=asset_root, env=env,
                             capture_output=True, text=True, timeout=120)
     wall_s = time.perf_counter() - started
     if result.returncode != 0:
@@ -99,7 +142,7 @@ def lambda_assets() -> list[tuple[str, Path]]:
     found = []
     handlers = {f"{name}.py" for name in handler_names()}
     for out_dir in sorted(ROOT.glob("cdk.out*")):
-        referenced = set()
+        referenced: set[str] = set()
         for assets_file in out_dir.glob("*.assets.json"):
             files = json.loads(assets_file.read_text()).get("files", {})
             referenced.update(entry["source"]["path"] for entry in files.values() if "path" in entry.get("source", {}))
@@ -128,14 +171,16 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    env = child_env(args.trace_disabled)
     asset_root = asset_like_copy()
+    env = child_env(asset_root, args.trace_disabled)
+    # The project's own packages are installed too (editable); of them the asset holds `cloudia`.
+    blocked = ",".join(name for name in not_in_asset() if not (asset_root / name).exists())
     try:
         print(f"cold import of each handler, {args.runs} fresh interpreters each "
               f"(tracing {'off' if args.trace_disabled else 'on'}); median (min-max)")
         print(f"{'handler':<16} {'import':<32} {'whole process':<32}")
         for module in args.handler or handler_names():
-            samples = [time_import(module, asset_root, env) for _ in range(args.runs)]
+            samples = [time_import(module, asset_root, env, blocked) for _ in range(args.runs)]
             print(f"{module:<16} {spread_ms([s[0] for s in samples]):<32} {spread_ms([s[1] for s in samples]):<32}")
         print(f"{'(interpreter)':<16} {'':<32} {spread_ms([time_interpreter(env) for _ in range(args.runs)]):<32}")
     finally:

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 
 from cloudia import aws, protocol, redis_client
 from cloudia.breaker import circuit_is_open
 from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
 from cloudia.context_cache import ContextCache
-from cloudia.frames import History, Retry, SendMessage
-from cloudia.idempotency import RedisIdempotencyRecords
 from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, RETRIES_ATTRIBUTE, Job, JobStore, job_id_for, now_ms
 from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens, estimate_tokens
 from cloudia.schema import IDEMPOTENCY_KEY_PREFIX
 from cloudia.settings import Settings
+
+if TYPE_CHECKING:  # the frames' models (pydantic) are loaded by the functions that parse frames
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from cloudia.frames import History, Retry, SendMessage
 
 logger = Logger(child=True)
 
@@ -87,19 +89,33 @@ class ChatService:
         # The context the worker will send, read the way it reads it, to reserve what a call can cost.
         self._context = ContextCache(redis, resilience.context_ttl_s, resilience.context_max_messages)
         self._sqs = sqs
-        self._idempotency = IdempotencyConfig(
+
+    # Built on first use: only the function that accepts messages needs Powertools' idempotency
+    # utility, a large import for the other functions' cold start.
+    @functools.cached_property
+    def _idempotency(self) -> IdempotencyConfig:
+        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+        return IdempotencyConfig(
             event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH,
             payload_validation_jmespath=IDEMPOTENCY_PAYLOAD_JMESPATH,
             raise_on_no_idempotency_key=True,
-            expires_after_seconds=resilience.idempotency_ttl_s,
+            expires_after_seconds=self.settings.resilience.idempotency_ttl_s,
             response_hook=_mark_replayed,
         )
+
+    @functools.cached_property
+    def _accept_once(self):
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
+        from cloudia.idempotency import RedisIdempotencyRecords
+
         # The records live in Redis beside the rest of a message's admission (rate limit, budget):
         # no AWS request of their own. Should Redis lose one, the resend still meets its job's row
         # (the job id is the message's, `job_id_for`), so no second job is made.
-        persistence = RedisIdempotencyRecords(client=redis)  # carries the 500 ms bound
+        persistence = RedisIdempotencyRecords(client=self._redis)  # carries the 500 ms bound
         # Powertools deletes the record when `_accept` raises, so a failure is never replayed.
-        self._accept_once = idempotent_function(
+        return idempotent_function(
             self._accept,
             data_keyword_argument="request",
             persistence_store=persistence,

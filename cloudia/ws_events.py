@@ -8,22 +8,11 @@ the status, the stable reason and the message the client gets; anything else is 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from botocore.exceptions import BotoCoreError, ClientError
-
 from cloudia import protocol
-from cloudia.auth import AuthError
-from cloudia.chat import EnqueueFailed, NotConnected
-from cloudia.frames import FrameError
-from cloudia.limits import LimitExceeded
 from cloudia.settings import Settings
 
 BAD_REQUEST, UNAUTHORIZED, CONFLICT, TOO_MANY_REQUESTS = 400, 401, 409, 429
@@ -65,6 +54,8 @@ def frame_body(event: Any) -> str | None:
     if not isinstance(event, dict):
         return None
     if event.get("isBase64Encoded"):
+        from cloudia.frames import FrameError  # only for this refusal: a route without frames needs no pydantic
+
         raise FrameError("not_text", "binary frames are not accepted: send JSON text")
     body = event.get("body")
     return body if isinstance(body, str) or body is None else str(body)
@@ -82,25 +73,43 @@ class Rejection:
                                                         clientMessageId=client_message_id))
 
 
+IDEMPOTENCY_ERRORS = "aws_lambda_powertools.utilities.idempotency.exceptions"
+
+
+def _imported(module: str, *names: str) -> tuple[type, ...]:
+    """The classes `names` of `module` if this process has imported it, else none: an exception of a
+    module never imported cannot have been raised. So telling failures apart imports nothing, and each
+    function's cold start loads only what its own route uses (e.g. no pydantic for `$disconnect`, no
+    PyJWT for `sendMessage`)."""
+    loaded = sys.modules.get(module)
+    return tuple(getattr(loaded, name) for name in names) if loaded is not None else ()
+
+
+def _reason(exc: BaseException) -> str:
+    """The stable code each of our refusals carries (FrameError, AuthError, LimitExceeded, ...)."""
+    return getattr(exc, "reason")
+
+
 def rejection(exc: BaseException) -> Rejection | None:
     """How a known failure is told to the client; None for an unexpected fault."""
-    if isinstance(exc, FrameError):
-        return Rejection(BAD_REQUEST, exc.reason, exc.message)
-    if isinstance(exc, (AuthError, NotConnected)):
-        return Rejection(UNAUTHORIZED, exc.reason, str(exc))
-    if isinstance(exc, LimitExceeded):
-        return Rejection(TOO_MANY_REQUESTS, exc.reason, str(exc))
-    if isinstance(exc, IdempotencyValidationError):
+    if isinstance(exc, _imported("cloudia.frames", "FrameError")):
+        return Rejection(BAD_REQUEST, _reason(exc), str(exc))
+    if isinstance(exc, _imported("cloudia.auth", "AuthError") + _imported("cloudia.chat", "NotConnected")):
+        return Rejection(UNAUTHORIZED, _reason(exc), str(exc))
+    if isinstance(exc, _imported("cloudia.limits", "LimitExceeded")):
+        return Rejection(TOO_MANY_REQUESTS, _reason(exc), str(exc))
+    if isinstance(exc, _imported(IDEMPOTENCY_ERRORS, "IdempotencyValidationError")):
         return Rejection(CONFLICT, "client_message_id_reused",
                          "this clientMessageId was already used for another message: use a new one")
-    if isinstance(exc, IdempotencyAlreadyInProgressError):
+    if isinstance(exc, _imported(IDEMPOTENCY_ERRORS, "IdempotencyAlreadyInProgressError")):
         return Rejection(CONFLICT, "in_progress", "this message is still being accepted: send it again shortly")
-    if isinstance(exc, EnqueueFailed):
-        return Rejection(UNAVAILABLE, exc.reason, str(exc))
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, _imported("cloudia.chat", "EnqueueFailed")):
+        return Rejection(UNAVAILABLE, _reason(exc), str(exc))
+    if isinstance(exc, _imported("redis.exceptions", "RedisError")):
         return Rejection(UNAVAILABLE, "session_store_unavailable",
                          "the session store is unavailable: try again shortly")
-    if isinstance(exc, (IdempotencyPersistenceLayerError, BotoCoreError, ClientError)):
+    if isinstance(exc, _imported(IDEMPOTENCY_ERRORS, "IdempotencyPersistenceLayerError")
+                  + _imported("botocore.exceptions", "BotoCoreError", "ClientError")):
         return Rejection(UNAVAILABLE, "storage_unavailable", "storage is unavailable: try again shortly")
     return None
 
@@ -111,6 +120,8 @@ INTERNAL = Rejection(INTERNAL_ERROR, "internal_error", "internal error: try agai
 def require_connection_id(event: Any) -> str:
     found = connection_id(event)
     if not found:
+        from cloudia.frames import FrameError  # only for this refusal: a route without frames needs no pydantic
+
         raise FrameError("missing_connection_id", "the event has no requestContext.connectionId")
     return found
 

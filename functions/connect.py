@@ -9,11 +9,12 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from cloudia import auth, chat, protocol, ws_events
+from cloudia import chat, protocol, ws_events
 from cloudia.limits import TooManyConnections
 
 logger = Logger()
-tracer = Tracer()
+# Subsegments for its AWS calls (boto3's: the Redis AUTH token from Secrets Manager); nothing else is patched.
+tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 
@@ -25,11 +26,10 @@ def handler(event, context):
         connection_id = ws_events.require_connection_id(event)
         logger.append_keys(connectionId=connection_id)
         service = chat.service()
-        user_id = ws_events.authorized_user(event) or auth.verify_token(
-            ws_events.query_parameter(event, "token"), auth.user_pool(service.settings))
+        user_id = ws_events.authorized_user(event) or _verified_user(event, service.settings)
         logger.append_keys(userId=user_id)
         service.connect(connection_id, user_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is answered with its error event (ws_events.failure)
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
         if isinstance(exc, TooManyConnections):
@@ -37,3 +37,12 @@ def handler(event, context):
         return refused.response()
     metrics.add_metric(name="ConnectionsOpened", unit=MetricUnit.Count, value=1)
     return ws_events.respond(200, protocol.connected(user_id))
+
+
+def _verified_user(event, settings) -> str:
+    """The token's user, where no authorizer ran (locally)."""
+    # Imported here: on AWS the authorizer has checked the token, and PyJWT with cryptography would
+    # only lengthen this function's cold start.
+    from cloudia import auth
+
+    return auth.verify_token(ws_events.query_parameter(event, "token"), auth.user_pool(settings))

@@ -20,7 +20,9 @@ from cloudia.frames import FrameError, History, Ping, Retry, SendMessage, parse_
 from cloudia.limits import RateLimited
 
 logger = Logger()
-tracer = Tracer()
+# Subsegments for its AWS calls (boto3's: the history's DynamoDB queries, the Redis AUTH token);
+# nothing else is patched.
+tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 
@@ -51,7 +53,7 @@ def handler(event, context):
         action = "ping" if isinstance(frame, Ping) else "history"
         return ws_events.respond(ws_events.TOO_MANY_REQUESTS, protocol.error(
             str(exc), reason=exc.reason, retryAfter=exc.retry_after_s, action=action))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is answered with its error event (ws_events.failure)
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="FramesRejected", unit=MetricUnit.Count, value=1)
         return refused.response()

@@ -15,7 +15,8 @@ from cloudia.frames import FrameError, Retry, SendMessage, parse_frame
 from cloudia.limits import BudgetExceeded
 
 logger = Logger()
-tracer = Tracer()
+# Subsegments for its AWS calls (boto3's: DynamoDB, SQS, the Redis AUTH token); nothing else is patched.
+tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 
@@ -39,7 +40,7 @@ def handler(event, context):
         user_id = service.current_user(connection_id, ws_events.authorized_user(event))
         logger.append_keys(userId=user_id)
         accepted = service.send_message(user_id, frame)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is answered with its error event (ws_events.failure)
         refused = ws_events.failure(exc, logger)
         _count_rejection(refused.reason, budget=isinstance(exc, BudgetExceeded))
         if isinstance(exc, BudgetExceeded):
@@ -83,7 +84,7 @@ def _retry(service: chat.ChatService, connection_id: str, event, frame: Retry) -
         metrics.add_metric(name="RetriesRefused", unit=MetricUnit.Count, value=1)
         return ws_events.respond(exc.status_code, protocol.error(str(exc), job_id=frame.job_id, reason=exc.reason,
                                                                   action="retry"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is answered with its error event (ws_events.failure)
         # What refuses a new message refuses a retry the same way (rate limit, budget, storage).
         refused = ws_events.failure(exc, logger)
         metrics.add_metric(name="RetriesRefused", unit=MetricUnit.Count, value=1)

@@ -2,7 +2,9 @@
 with the dependencies of `functions/requirements.txt` installed for the Lambda platform.
 
 Bundling runs locally with pip (`--platform`, binary wheels only), so no Docker is needed; Docker
-(the runtime's build image) is only the fallback where local bundling is impossible.
+(the runtime's build image) is only the fallback where local bundling is impossible. Either way the
+asset holds no bytecode: the CDK zips every file with one fixed date, so on Lambda each `.pyc` names
+a source date that is no longer its file's and is ignored (and the bundling Python's is not the runtime's).
 """
 from __future__ import annotations
 
@@ -24,8 +26,12 @@ PYTHON_VERSION = PRODUCTION_PYTHON
 RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, "PYTHON_" + PYTHON_VERSION.replace(".", "_"))
 ARCHITECTURE = lambda_.Architecture.ARM_64  # Graviton: ~20 % cheaper per GB-second than x86
 PIP_PLATFORM = "manylinux2014_aarch64"
+# What the Lambda runtime provides: boto3 and botocore, with botocore's own dependencies, which
+# aws-xray-sdk pulls in here. (jmespath stays: Powertools depends on it, and on the version it names.)
+# `bin`: the packages' console scripts.
+RUNTIME_PROVIDED = ["boto3", "boto3-*", "botocore", "botocore-*", "s3transfer", "s3transfer-*",
+                    "urllib3", "urllib3-*", "dateutil", "python_dateutil-*", "six.py", "six-*", "bin"]
 # Everything but the function code, the shared package and the requirements stays out of the asset.
-RUNTIME_PROVIDED = ["boto3", "boto3-*", "botocore", "botocore-*", "s3transfer", "s3transfer-*", "bin"]
 ASSET_EXCLUDE = ["*", "!functions", "!functions/**", "!cloudia", "!cloudia/**", "**/__pycache__", "**/*.pyc"]
 
 
@@ -58,7 +64,7 @@ class PipLocalBundling:
         try:
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "-qq", "--disable-pip-version-check", "--no-warn-conflicts",
-                 "--requirement", str(ROOT / "functions" / "requirements.txt"),
+                 "--no-compile", "--requirement", str(ROOT / "functions" / "requirements.txt"),
                  "--target", output_dir, "--platform", PIP_PLATFORM, "--implementation", "cp",
                  "--python-version", PYTHON_VERSION, "--only-binary=:all:", "--upgrade"],
                 check=True,
@@ -80,7 +86,8 @@ def function_code() -> lambda_.Code:
             image=RUNTIME.bundling_image,
             local=PipLocalBundling(),
             command=["bash", "-c",
-                     "pip install -r functions/requirements.txt -t /asset-output "
+                     "pip install --no-compile -r functions/requirements.txt -t /asset-output "
+                     f"&& (cd /asset-output && rm -rf {' '.join(RUNTIME_PROVIDED)}) "
                      "&& cp functions/*.py /asset-output/ && cp -r cloudia /asset-output/"],
         ),
     )
