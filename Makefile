@@ -23,11 +23,14 @@ help:
 
 deps: .venv/.installed node_modules/.installed .system-packages
 
-.venv/.installed: requirements.txt requirements-dev.txt functions/requirements.txt worker_image/requirements.txt
+# The pinned packages, then the project itself, editable (pyproject.toml): its packages import from
+# any directory, the worker's (worker_image/worker) as `worker`.
+.venv/.installed: pyproject.toml requirements.txt requirements-dev.txt functions/requirements.txt worker_image/requirements.txt
 	@echo "==> Python packages (.venv)"
 	@test -x $(PY) || python3 -m venv .venv
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -54,7 +57,10 @@ node_modules/.installed: package.json package-lock.json
 up: deps
 	@$(PY) -m local_runtime.up
 
+# The linter and the type checker first (configured in pyproject.toml): either failing fails the run.
 test: deps
+	@$(PY) -m ruff check --quiet .
+	@$(PY) -m mypy
 	@$(PY) -m pytest
 
 # The worker image for arm64, the platform the stacks deploy, built under qemu-user-static (on a

@@ -54,6 +54,8 @@ def build_app(context: dict | None = None) -> cdk.App:
         account = AccountStack(app, env=env, description="cloud-ia account-wide settings (API Gateway "
                                                           "CloudWatch role), shared by every stage")
         api.add_stack_dependency(account)
+        # The aws target has all three (the network above, the WebSocket API and the user pool).
+        assert network is not None and api.websocket is not None and state.identity is not None
         WorkerStack(app, config.stack_name("worker"), config=config, env=env, vpc=network.network.vpc,
                     jobs=state.jobs, tables=state.tables, redis=redis, api=api.websocket, key=key,
                     description="cloud-ia LLM worker on ECS Fargate")

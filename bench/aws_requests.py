@@ -57,13 +57,12 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+import botocore.client
+from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "worker_image"), str(ROOT / "bench")]
-
-import botocore.client  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
 
 # DynamoDB bills a write per 1 KB of item, a read per 4 KB (strongly consistent; half for eventual).
 WRITE_UNIT_BYTES = 1024
@@ -196,7 +195,7 @@ class AwsCallCounter:
         self.main_role: str | None = None  # None: the main thread is setting up, not counted
         self._lock = threading.Lock()
         self._thread = _Thread()
-        self._original = None
+        self._original: Callable[..., Any] | None = None  # botocore's _make_api_call while installed
         self._sizes: dict[tuple[str, str], int] = {}  # (table, key) -> the item's size now
         self.created: dict[tuple[str, str], str] = {}  # items first written while the window was open
         self._key_names: dict[str, tuple[str, ...]] = {}
@@ -239,11 +238,17 @@ class AwsCallCounter:
         return taken
 
     # -- the wrapper ----------------------------------------------------------------------------
+    def _call(self, client, operation: str, params: dict) -> Any:
+        """The call as botocore makes it, uncounted."""
+        if self._original is None:
+            raise RuntimeError("the AWS call counter is not installed")
+        return self._original(client, operation, params)
+
     def _counted(self, client, operation: str, params: dict):
         local = self._thread
         role = self.role()
         if role is None or local.probing or local.call is not None:
-            return self._original(client, operation, params)
+            return self._call(client, operation, params)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         self._hook(client)
         call = Call(client.meta.service_model.service_name, operation, role)
@@ -252,7 +257,7 @@ class AwsCallCounter:
         cpu1, wall1 = time.thread_time(), time.perf_counter()
         outcome: Any = None
         try:
-            outcome = self._original(client, operation, params)
+            outcome = self._call(client, operation, params)
             return outcome
         except ClientError as error:
             call.error = error.response.get("Error", {}).get("Code", "ClientError")
@@ -297,7 +302,7 @@ class AwsCallCounter:
     def _probe(self, client, operation: str, params: dict) -> dict:
         self._thread.probing = True
         try:
-            return self._original(client, operation, params)
+            return self._call(client, operation, params)
         finally:
             self._thread.probing = False
 
@@ -621,7 +626,8 @@ class Measurement:
 
     def by_operation(self, calls: list[Call] | None = None) -> dict[tuple[str, str, str], dict[str, float]]:
         """(role, service, operation) -> calls, attempts, billed requests, write and read units (totals)."""
-        table: dict[tuple[str, str, str], dict[str, float]] = defaultdict(Counter)
+        # A Counter sums floats as well (a missing key reads 0); typeshed types its counts as int.
+        table: dict[tuple[str, str, str], dict[str, float]] = defaultdict(Counter)  # type: ignore[arg-type]
         for call in self.per_message_calls() if calls is None else calls:
             row = table[(call.role, call.service, call.operation)]
             row["calls"] += 1
@@ -754,7 +760,7 @@ class _WorkerThread:
         from worker.app import build_worker
 
         if not getattr(telemetry.Metrics, "own_store", False):
-            telemetry.Metrics = _metrics_of_its_own(telemetry.Metrics)
+            setattr(telemetry, "Metrics", _metrics_of_its_own(telemetry.Metrics))
         self.worker = build_worker(settings, health_path=f"/tmp/bench-aws-requests-{os.getpid()}")
         rebind_new_handlers(stream)
         self._loop = asyncio.new_event_loop()
@@ -949,11 +955,11 @@ def report(m: Measurement) -> None:
     for (_role, service, operation), row in table.items():
         merged[(service, operation)].update(row)
     services: dict[str, Counter] = defaultdict(Counter)
-    for (service, operation), row in sorted(merged.items()):
-        services[service].update(row)
-        print(f"    {service} {operation} {m.per_answer(row['calls']):.1f}")
-    for service, row in sorted(services.items()):
-        print(f"    {service} total {m.per_answer(row['calls']):.1f}")
+    for (service, operation), counts in sorted(merged.items()):
+        services[service].update(counts)
+        print(f"    {service} {operation} {m.per_answer(counts['calls']):.1f}")
+    for service, counts in sorted(services.items()):
+        print(f"    {service} total {m.per_answer(counts['calls']):.1f}")
     calls = sum(row["calls"] for row in merged.values())
     attempts = sum(row["attempts"] for row in merged.values())
     pushes = m.pushes()

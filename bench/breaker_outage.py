@@ -18,15 +18,12 @@ import argparse
 import asyncio
 import dataclasses
 import statistics
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chaos.scenarios import SHORT, llm_outage  # noqa: E402
-from tests.support.servers import MotoServer  # noqa: E402
+from chaos.scenarios import SHORT, llm_outage
+from tests.support.servers import MotoServer
 
 BREAKER_DISABLED = {"BREAKER_MIN_CALLS": "1000000000"}
 
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"breaker vs no breaker: LLM down {args.outage_s:g} s, {args.clients} clients each sending every "
           f"{args.send_interval_s:g} s, {args.runs} runs each (logs {log_dir})")
     moto = MotoServer().start()
-    results = {"with breaker": [], "without breaker": []}
+    results: dict[str, list[dict[str, Any]]] = {"with breaker": [], "without breaker": []}
     try:
         for run in range(1, args.runs + 1):
             for mode, overrides in (("with breaker", {}), ("without breaker", BREAKER_DISABLED)):
@@ -75,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         moto.stop()
     print("summary (medians over runs of each run's median):")
     for mode, rows in results.items():
-        print(f"  {mode:15}  send -> first error: {spread([r['first_error_ms'] for r in rows if r['first_error_ms'] is not None], 'ms')}; "
+        first_errors = [r['first_error_ms'] for r in rows if r['first_error_ms'] is not None]
+        print(f"  {mode:15}  send -> first error: {spread(first_errors, 'ms')}; "
               f"LLM calls during a {args.outage_s:g} s outage: {spread([r['calls'] for r in rows], 'calls', 0)} "
               f"({spread([r['calls'] / max(1, r['sent']) for r in rows], 'per message', 2)})")
 

@@ -68,8 +68,9 @@ def plot(timeline: dict, out: Path, title: str) -> None:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+    latencies = [latency for _, latency in answers]
     print(f"wrote {out}: {len(answers)} answers over {end:.0f} s, peak {max(throughput):.1f} answers/s, "
-          f"overall p50 {quantile([l for _, l in answers], 50):.2f} s, p99 {quantile([l for _, l in answers], 99):.2f} s")
+          f"overall p50 {quantile(latencies, 50):.2f} s, p99 {quantile(latencies, 99):.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

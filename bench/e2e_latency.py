@@ -24,19 +24,15 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chaos.accounting import percentiles_ms  # noqa: E402
-from chaos.clients import ChatClient, Ledger  # noqa: E402
-from chaos.harness import System  # noqa: E402
-from chaos.scenarios import LOAD_LIMITS  # noqa: E402
-from tests.support.servers import MotoServer  # noqa: E402
+from chaos.accounting import percentiles_ms
+from chaos.clients import ChatClient, Ledger
+from chaos.harness import System
+from chaos.scenarios import LOAD_LIMITS
+from tests.support.servers import MotoServer
 
 ANSWER_TIMEOUT_S = 30.0
 # The goal for the time the system adds before the first token (just printed beside the figures).
@@ -110,7 +106,7 @@ async def one_run(endpoint: str, log_dir: Path, messages: int, clients: int,
                 await wait_answered([sent])
                 if sent.answered_at:
                     added.append(sent.answered_at - sent.sent_at - llm_latency_ms / 1000)
-                    first = first_tokens.get(sent.job_id)
+                    first = first_tokens.get(sent.job_id) if sent.job_id is not None else None
                     if first is None:
                         tokenless += 1
                     else:

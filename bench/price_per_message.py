@@ -43,7 +43,6 @@ import json
 import math
 import re
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -164,7 +163,6 @@ def access_log_format(stacks: Stacks) -> str:
     import os
 
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # as the Makefile
-    sys.path.insert(0, str(ROOT))
     from stacks.components.websocket_api import ACCESS_LOG_FORMAT
 
     return ACCESS_LOG_FORMAT
@@ -256,7 +254,7 @@ def message_usage(m, config, a: Assumptions, stacks: Stacks) -> Usage:
     frames_in_out = _median([websocket_messages(i.frame_bytes) + websocket_messages(i.reply_bytes) for i in sends])
     pushes = m.pushes()
     push_messages = sum(websocket_messages(c.payload_bytes) for c in pushes) / n
-    by_event = {}
+    by_event: dict[str, int] = {}
     for c in pushes:
         by_event[c.frame_event] = by_event.get(c.frame_event, 0) + 1
     ping_frames = _median([websocket_messages(i.frame_bytes) + websocket_messages(i.reply_bytes)
@@ -430,7 +428,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answer-tokens", type=int, default=None)
     args = parser.parse_args(argv)
 
-    sys.path[:0] = [str(ROOT), str(BENCH)]
     import aws_requests
     from stacks.config import AppConfig
 

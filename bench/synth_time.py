@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from stacks.config import TARGETS, AppConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from stacks.config import TARGETS, AppConfig  # noqa: E402
-
 SYNTH_TIMEOUT_S = 600
 
 CDK_ENV = {

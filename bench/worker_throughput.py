@@ -34,18 +34,16 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
+import redis as redis_lib
+
+from cloudia.connections import ConnectionRegistry
+from cloudia.jobs import Job, now_ms
+from cloudia.settings import Resilience
+from tests.support.aws_resources import create_resources
+from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "worker_image")]
-
-import boto3  # noqa: E402
-
-import redis as redis_lib  # noqa: E402
-
-from cloudia.connections import ConnectionRegistry  # noqa: E402
-from cloudia.jobs import Job, now_ms  # noqa: E402
-from cloudia.settings import Resilience  # noqa: E402
-from tests.support.aws_resources import create_resources  # noqa: E402
-from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 
 def cpu_s() -> float:
@@ -67,7 +65,7 @@ def start_fake_llm(first_token_ms: int, tokens_per_s: float, answer_tokens: int)
     process = subprocess.Popen([sys.executable, "-m", "local_runtime.fake_llm", "--port", str(port),
                                 "--first-token-ms", str(first_token_ms), "--tokens-per-s", str(tokens_per_s),
                                 "--answer-tokens-min", str(answer_tokens), "--answer-tokens-max", str(answer_tokens)],
-                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                               cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
     return process, f"http://127.0.0.1:{port}"
@@ -77,7 +75,7 @@ def start_gateway_stand_in() -> tuple[subprocess.Popen, str]:
     """The `@connections` stand-in in a process of its own: its CPU is not the worker's."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "tests.support.connections_recorder", "--port", str(port)],
-                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                               cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     wait_for_port(port)
     return process, f"http://127.0.0.1:{port}"
@@ -140,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from worker.telemetry import configure_logging
-    configure_logging(os.environ.get("BENCH_LOG_LEVEL", "WARNING"))  # per-job INFO lines would measure the terminal, not the worker
+    # Per-job INFO lines would measure the terminal, not the worker.
+    configure_logging(os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
 
     moto, redis = MotoServer().start(), RedisServer().start()
     emulators = {"moto": moto}

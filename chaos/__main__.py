@@ -21,7 +21,8 @@ from tests.support.servers import MotoServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chaos", description="Run the chaos scenarios; a table per scenario.")
+    parser = argparse.ArgumentParser(prog="python -m chaos",
+                                     description="Run the chaos scenarios; a table per scenario.")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--short", dest="profile", action="store_const", const=SHORT, help="the short form (default)")
     size.add_argument("--long", dest="profile", action="store_const", const=LONG, help="the long form (make chaos)")

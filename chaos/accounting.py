@@ -23,6 +23,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from cloudia.history import ERROR
 from cloudia.jobs import ANSWERED, FAILED
@@ -49,7 +50,7 @@ class Outcome:
     lost_jobs: list[str] = field(default_factory=list)
     duplicated_jobs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    figures: dict[str, object] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # of any shape: counts, tables, raw values
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -87,19 +88,20 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
     out.figures["whole answers the workers had (their logs)"] = sum(worker_had.values())
     out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
-    refused_by_reason, accepted_unacknowledged = Counter(), 0
+    refused_by_reason: Counter[str] = Counter()
+    accepted_unacknowledged = 0
     for sent in ledger.sent:
         if not sent.accepted and sent.text in user_messages:
             # The client gave up resending before it heard `queued`, but the message was accepted:
             # it is accounted for like any other (each text is unique).
             ledger.accept(sent, user_messages[sent.text])
             accepted_unacknowledged += 1
-        if not sent.accepted:
+        job = sent.job_id
+        if job is None:  # not accepted
             out.refused += 1
             refused_by_reason[sent.ack.removeprefix("refused:")] += 1
             continue
         out.accepted += 1
-        job = sent.job_id
         if sent.answers or states.get(job) == ANSWERED:
             out.answered += 1
             out.answered_live += bool(sent.answers) and not sent.answered_by_history

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from cloudia.protocol import CIRCUIT_OPEN_MESSAGE
@@ -88,7 +89,7 @@ class ChatClient:
         self.user = user
         self.ledger = ledger
         self.reconnects = 0
-        self._ws = None
+        self._ws: ClientConnection | None = None
         self._reader: asyncio.Task | None = None
         self._replies: asyncio.Queue = asyncio.Queue()
 
@@ -110,6 +111,14 @@ class ChatClient:
                     websockets.exceptions.InvalidHandshake):
                 await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
         await self.connect()
+
+    async def _connection(self) -> ClientConnection:
+        """The open connection, made again first if there is none."""
+        if self._ws is None:
+            await self.reconnect()
+        if self._ws is None:  # reconnect() connects or raises
+            raise ConnectionError(f"{self.user} has no connection")
+        return self._ws
 
     async def close(self) -> None:
         if self._ws is not None:
@@ -142,10 +151,9 @@ class ChatClient:
 
     async def request(self, frame: dict | str | bytes, timeout_s: float = REPLY_TIMEOUT_S) -> dict | None:
         """Send one frame and wait for its reply; None if the connection ended or nothing came back."""
-        if self._ws is None:
-            await self.reconnect()
+        ws = await self._connection()
         try:
-            await self._ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+            await ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
             return await asyncio.wait_for(self._replies.get(), timeout_s)
         except (ConnectionClosed, asyncio.TimeoutError):
             return None
@@ -153,12 +161,11 @@ class ChatClient:
     async def pipeline(self, frames: list, timeout_s: float) -> list[dict | None]:
         """Send `frames` back to back, then collect as many replies (in arrival order, not matched to
         frames); a None for each reply that did not come within `timeout_s` of the previous one."""
-        if self._ws is None:
-            await self.reconnect()
+        ws = await self._connection()
         replies: list[dict | None] = []
         try:
             for frame in frames:
-                await self._ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+                await ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
         except ConnectionClosed:
             pass
         for _ in frames:

@@ -24,7 +24,7 @@ def _junk(rng: random.Random, size: int) -> str:
 
 
 def _bad_send(rng: random.Random) -> dict:
-    frame = dict(GOOD, clientMessageId=f"fuzz-{rng.randrange(10**9)}")
+    frame: dict[str, object] = dict(GOOD, clientMessageId=f"fuzz-{rng.randrange(10**9)}")
     field = rng.choice(["conversationId", "clientMessageId", "message"])
     kind = rng.choice(["missing", "number", "null", "list", "object", "blank", "bad"])
     if kind == "missing":

@@ -13,7 +13,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 import boto3
 
@@ -71,6 +71,16 @@ def http_json(url: str, method: str = "GET", body: dict | None = None) -> dict:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
         return json.load(response)
+
+
+_Part = TypeVar("_Part")
+
+
+def _started(part: _Part | None, what: str) -> _Part:
+    """A part that `System.start()` makes; a clear error before it ran."""
+    if part is None:
+        raise RuntimeError(f"the system's {what} is not started yet: call start() first")
+    return part
 
 
 @dataclass
@@ -134,7 +144,7 @@ class System:
 
     def _start_llm(self) -> None:
         child = self.stack.spawn("fake-llm", [sys.executable, "-m", "chaos.recording_llm", "--port",
-                                              str(self.ports.llm)], up.child_env({}, ROOT))
+                                              str(_started(self.ports, "ports").llm)], up.child_env({}))
         if not up.wait_until(lambda: up.http_ok(f"{self.llm_url}/_faults"), up.READY_TIMEOUT_S, child.proc):
             raise up.StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
         http_json(f"{self.llm_url}/_profile", "POST", dict(self.llm_profile))
@@ -142,22 +152,23 @@ class System:
     # -- what a run needs ---------------------------------------------------------------------
     @property
     def settings(self) -> Settings:
-        return self.resources.settings
+        return _started(self.resources, "resources").settings
 
     @property
     def llm_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.llm}"
+        return f"http://127.0.0.1:{_started(self.ports, 'ports').llm}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ports.gateway}/ws"
+        return f"ws://127.0.0.1:{_started(self.ports, 'ports').gateway}/ws"
 
     @property
     def sqs(self):
         return boto3.client("sqs", endpoint_url=self.aws_endpoint)
 
     def token(self, user: str) -> str:
-        return http_json(f"http://127.0.0.1:{self.ports.gateway}/dev/token?user={user}")["token"]
+        gateway = _started(self.ports, "ports").gateway
+        return http_json(f"http://127.0.0.1:{gateway}/dev/token?user={user}")["token"]
 
     def faults(self, **faults) -> None:
         """Set the fake LLM's faults (the whole setting); none resets them."""
@@ -199,7 +210,7 @@ class System:
         self.worker_restarts += 1
 
     def restart_redis(self) -> None:
-        self.redis.restart()
+        _started(self.redis, "Redis").restart()
 
     def wait_dlq_visible(self, timeout_s: float = 45.0) -> None:
         """Until no DLQ message is hidden by a lease (a look, or the worker's sweep: 30 s, see

@@ -4,6 +4,7 @@ up its own system, does its harm for real, waits (bounded) for the dust to settl
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Coroutine
 
 from chaos import fuzz
 from chaos.accounting import Outcome, account, percentiles_ms, settle
@@ -93,7 +95,7 @@ def mixed_faults() -> dict:
 
 
 async def _clients(system: System, ledger: Ledger, count: int, prefix: str) -> list[ChatClient]:
-    clients = [ChatClient(system.ws_url, lambda u=f"{prefix}-{i}": system.token(u), f"{prefix}-{i}", ledger)
+    clients = [ChatClient(system.ws_url, functools.partial(system.token, f"{prefix}-{i}"), f"{prefix}-{i}", ledger)
                for i in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
     return clients
@@ -123,7 +125,8 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
         loop = asyncio.get_running_loop()
         # The harm, at fixed shares of the messages sent: SIGKILLs spread out, the Redis restart in the middle.
         kill_points = [(k + 1) / (profile.load_worker_kills + 1) for k in range(profile.load_worker_kills)]
-        harm = sorted([(p, "worker SIGKILL") for p in kill_points] + [(0.5 + 0.5 / (len(kill_points) + 2), "redis restart")])
+        harm = sorted([(p, "worker SIGKILL") for p in kill_points]
+                      + [(0.5 + 0.5 / (len(kill_points) + 2), "redis restart")])
 
         async def harm_driver() -> None:
             last_harm = 0.0
@@ -301,7 +304,7 @@ async def poison_message(profile: Profile, log_dir: Path, aws_endpoint: str | No
         dlq_depth = system.queue_depth(system.settings.jobs_dlq_url)["ApproximateNumberOfMessages"]
         # (The tally stops the worker, so the redriven message stays in the jobs queue where we can see it.)
         outcome = account("3 poison message -> DLQ -> redrive", system, ledger)
-        env = {**os.environ, **system.env, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **system.env}
         redrive = subprocess.run([sys.executable, "-m", "cloudia.dlq", "redrive", "--apply",
                                   "--journal", str(log_dir / "3-poison" / "redrive-journal")],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -319,12 +322,14 @@ async def poison_message(profile: Profile, log_dir: Path, aws_endpoint: str | No
             "LLM attempts (receives)": len(attempts),
             "gaps between receives (s)": gaps,
             "DLQ ApproximateNumberOfMessagesVisible": dlq_depth,
-            "redrive tool": f"exit {redrive.returncode}: {redrive.stdout.strip().splitlines()[-1:] or redrive.stderr[-300:]}",
+            "redrive tool": (f"exit {redrive.returncode}: "
+                             f"{redrive.stdout.strip().splitlines()[-1:] or redrive.stderr[-300:]}"),
             "DLQ after redrive": dlq_after,
         })
         outcome.checks["the poison job was received exactly 5 times"] = len(attempts) == 5
-        outcome.checks[f"receives followed the {profile.poison_backoff_base_s:g}/{2 * profile.poison_backoff_base_s:g}/"
-                       f"{4 * profile.poison_backoff_base_s:g}... s backoff"] = poison_schedule_ok(gaps, profile.poison_backoff_base_s, 0.2)
+        base_s = profile.poison_backoff_base_s
+        outcome.checks[f"receives followed the {base_s:g}/{2 * base_s:g}/{4 * base_s:g}... s backoff"] = (
+            poison_schedule_ok(gaps, base_s, 0.2))
         outcome.checks["its user was told (error event)"] = bool(sent.errors)
         outcome.checks["DLQ alarm condition holds (visible >= 1, the alarm's threshold)"] = dlq_depth >= 1
         outcome.checks["redrive tool exited 0"] = redrive.returncode == 0
@@ -417,4 +422,5 @@ async def bad_input(profile: Profile, log_dir: Path, aws_endpoint: str | None = 
         return outcome
 
 
-SCENARIOS = {1: load_under_faults, 2: llm_outage, 3: poison_message, 4: bad_input}
+Scenario = Callable[..., Coroutine[Any, Any, Outcome]]  # (profile, log_dir, aws_endpoint=...) -> its outcome
+SCENARIOS: dict[int, Scenario] = {1: load_under_faults, 2: llm_outage, 3: poison_message, 4: bad_input}

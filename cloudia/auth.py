@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 from urllib.parse import urlparse
 
 import jwt
@@ -31,10 +32,21 @@ POOL_ID_PATTERN = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d)_[A-Za-z0-9]+$"
 JWKS_CACHE_S = 3600
 JWKS_TIMEOUT_S = 3
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class PasswordPolicy(TypedDict):
+    """cognito-idp's PasswordPolicyType, the part the pool sets."""
+    MinimumLength: int
+    RequireUppercase: bool
+    RequireLowercase: bool
+    RequireNumbers: bool
+    RequireSymbols: bool
+
+
 # The pool's password policy (cognito-idp's shape), the same on both targets: the stacks give it to
 # the aws pool, `make up` to the emulator's.
-PASSWORD_POLICY = {"MinimumLength": 12, "RequireUppercase": True, "RequireLowercase": True,
-                   "RequireNumbers": True, "RequireSymbols": True}
+PASSWORD_POLICY: PasswordPolicy = {"MinimumLength": 12, "RequireUppercase": True, "RequireLowercase": True,
+                                   "RequireNumbers": True, "RequireSymbols": True}
 
 
 def user_pool_name(target: str, stage: str) -> str:
@@ -72,7 +84,10 @@ class UserPool:
 
     @property
     def region(self) -> str:
-        return POOL_ID_PATTERN.fullmatch(self.pool_id)["region"]
+        match = POOL_ID_PATTERN.fullmatch(self.pool_id)
+        if match is None:
+            raise ValueError(f"not a Cognito user pool id: {self.pool_id!r}")
+        return match["region"]
 
     @property
     def issuer(self) -> str:

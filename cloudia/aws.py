@@ -7,6 +7,7 @@ and jitter; `max_attempts` keeps the total inside the caller's own deadline. The
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
@@ -68,7 +69,8 @@ def _secrets(timeout_ms: int) -> parameters.SecretsProvider:
 def secret_value(arn: str, timeout_ms: int = 2000) -> str:
     """A Secrets Manager secret, cached for `SECRET_MAX_AGE_S` (Powertools' parameters): one fetch per
     cold start and per hour, so a long-lived process picks up a rotated secret."""
-    return _secrets(timeout_ms).get(arn, max_age=SECRET_MAX_AGE_S)
+    # The SecretString as it is (no transform asked): Powertools types every shape a transform can give.
+    return cast(str, _secrets(timeout_ms).get(arn, max_age=SECRET_MAX_AGE_S))
 
 
 def sqs_long_poll(resilience: Resilience, wait_s: int = 20):

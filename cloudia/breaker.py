@@ -33,9 +33,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import redis
+from redis.commands.core import Script
 
 from cloudia.llm.timing import CallTiming
 from cloudia.schema import breaker_key
@@ -160,22 +161,33 @@ class _LocalState:
         self.calls: deque[tuple[float, str]] = deque()
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """The state every worker shares: the Redis client and the breaker's scripts registered on it."""
+    client: redis.Redis
+    acquire: Script
+    record: Script
+    release: Script
+
+    @classmethod
+    def on(cls, client: redis.Redis) -> "_Shared":
+        return cls(client, client.register_script(_ACQUIRE), client.register_script(_RECORD),
+                   client.register_script(_RELEASE))
+
+
 class CircuitBreaker:
     def __init__(self, redis_client: redis.Redis | None, resilience: Resilience, name: str = "llm",
                  on_transition: Callable[[str, str, str], None] | None = None,
                  clock: Callable[[], float] = time.time):
         """`on_transition(name, new_state, scope)` is called by the one caller that made the change."""
         self.name = name
-        self._redis = redis_client
+        self._shared = _Shared.on(redis_client) if redis_client is not None else None
         self._res = resilience
         self._keys = _keys(name)
         self._on_transition = on_transition
         self._clock = clock
         self._local = _LocalState()
         self._redis_down_until = 0.0
-        self._acquire = redis_client.register_script(_ACQUIRE) if redis_client is not None else None
-        self._record = redis_client.register_script(_RECORD) if redis_client is not None else None
-        self._release = redis_client.register_script(_RELEASE) if redis_client is not None else None
         # A probe is recorded at its first token (see the worker's processor), so its slot is held at
         # most the first-token bound; a slot whose holder died frees itself after this.
         self._probe_lease_ms = int(max(PROBE_LEASE_MIN_S, 2 * resilience.llm_first_token_timeout_s) * 1000)
@@ -183,10 +195,10 @@ class CircuitBreaker:
     # -- public API ---------------------------------------------------------------------------
     def acquire(self) -> Permit:
         """May a call go to the provider now? Fails fast (allowed=False) while the circuit is open."""
-        if self._use_redis():
+        if (shared := self._use_redis()) is not None:
             token = uuid.uuid4().hex
             try:
-                state, allowed, wait_ms = self._acquire(
+                state, allowed, wait_ms = shared.acquire(
                     keys=self._keys, args=[self._now_ms(), self._res.breaker_half_open_probes,
                                            self._probe_lease_ms, token])
                 allowed = bool(int(allowed))
@@ -218,9 +230,9 @@ class CircuitBreaker:
         (that counts as a success). `timing` tells a slow call (None: not judged slow)."""
         outcome = self.outcome(succeeded, timing)
         permit.settled = True
-        if not permit.local and self._use_redis():
+        if not permit.local and (shared := self._use_redis()) is not None:
             try:
-                state, transition = self._record(keys=self._keys, args=[
+                state, transition = shared.record(keys=self._keys, args=[
                     self._now_ms(), outcome, "1" if permit.probe else "0", permit.token or uuid.uuid4().hex,
                     int(self._res.breaker_window_s * 1000), self._res.breaker_min_calls,
                     self._res.breaker_failure_rate, self._res.breaker_slow_call_rate,
@@ -236,20 +248,20 @@ class CircuitBreaker:
         if not permit.probe or permit.settled:
             return
         permit.settled = True
-        if permit.local:
+        if permit.local or self._shared is None:  # (a permit from Redis implies a client)
             with self._local.lock:
                 self._local.probes.pop(permit.token, None)
             return
         try:
-            self._release(keys=self._keys, args=[permit.token])
+            self._shared.release(keys=self._keys, args=[permit.token])
         except (redis.RedisError, OSError) as error:
             self._redis_failed(error)
 
     def open_remaining_s(self) -> float:
         """Seconds until the open circuit lets probes through; 0 when not open."""
-        if self._use_redis():
+        if (shared := self._use_redis()) is not None:
             try:
-                state, open_until = self._redis.hmget(self._keys[0], ["state", "open_until"])
+                state, open_until = shared.client.hmget(self._keys[0], ["state", "open_until"])
                 if state != OPEN or open_until is None:
                     return 0.0
                 return max(0.0, (float(open_until) - self._now_ms()) / 1000)
@@ -261,9 +273,10 @@ class CircuitBreaker:
             return max(0.0, self._local.open_until - self._clock())
 
     def state(self) -> str:
-        if self._use_redis():
+        if (shared := self._use_redis()) is not None:
             try:
-                return self._redis.hget(self._keys[0], "state") or CLOSED
+                # The client decodes responses (cloudia/redis_client.py): a str or None.
+                return cast("str | None", shared.client.hget(self._keys[0], "state")) or CLOSED
             except (redis.RedisError, OSError) as error:
                 self._redis_failed(error)
         return self._local.state
@@ -272,8 +285,9 @@ class CircuitBreaker:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _use_redis(self) -> bool:
-        return self._redis is not None and self._clock() >= self._redis_down_until
+    def _use_redis(self) -> _Shared | None:
+        """The shared state, unless there is none or Redis failed within the last REDIS_RETRY_AFTER_S."""
+        return self._shared if self._shared is not None and self._clock() >= self._redis_down_until else None
 
     def _redis_failed(self, error: Exception) -> None:
         if self._clock() >= self._redis_down_until:

@@ -18,7 +18,7 @@ from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
 from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, RETRIES_ATTRIBUTE, Job, JobStore, job_id_for, now_ms
-from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens, estimate_tokens
+from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens
 from cloudia.schema import IDEMPOTENCY_KEY_PREFIX
 from cloudia.settings import Settings
 
@@ -72,7 +72,7 @@ class Accepted:
     budget: dict | None = None
 
 
-def _mark_replayed(response: dict[str, Any], _record) -> dict[str, Any]:
+def _mark_replayed(response: Any, idempotent_data: Any) -> Any:  # noqa: ARG001 - Powertools' hook signature
     return {**response, "replayed": True}
 
 
@@ -222,7 +222,7 @@ class ChatService:
             self._release_reservation(job)
             raise
         created = existing is None
-        if created:
+        if existing is None:
             try:
                 self._enqueue(job)
             except Exception as exc:
@@ -236,7 +236,7 @@ class ChatService:
         if not created:
             logger.info("a resend of a message already accepted", extra={"jobId": job.job_id})
         return {"jobId": job.job_id, "clientMessageId": job.client_message_id,
-                "conversationId": job.conversation_id, "budget": usage.budget.told(),
+                "conversationId": job.conversation_id, "budget": usage.budget.told() if usage.budget else None,
                 **({} if created else {"replayed": True})}
 
     # Budget

@@ -15,6 +15,7 @@ Redis lost at that very moment.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import redis
 import redis.asyncio
@@ -39,7 +40,8 @@ class CompletedAnswers:
 
     async def get(self, job_id: str) -> str | None:
         try:
-            return await self._redis.get(completed_answer_key(job_id))
+            # The client decodes responses (cloudia/redis_client.py): a str or None.
+            return cast("str | None", await self._redis.get(completed_answer_key(job_id)))
         except (redis.RedisError, OSError):
             return None
 

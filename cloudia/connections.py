@@ -19,6 +19,8 @@ without cluster mode (the deployment's replication group), as its transactions a
 """
 from __future__ import annotations
 
+from typing import cast
+
 import redis
 
 from cloudia.schema import connection_key, connection_tombstone_key, user_connections_key
@@ -75,7 +77,7 @@ class ConnectionRegistry:
     def refresh(self, connection_id: str) -> str | None:
         """Renew a live registration; the user id, or None if it is unknown or expired.
         (EXPIRE never creates a key: a `$disconnect` between the read and the renewal leaves nothing.)"""
-        user_id = self._redis.get(connection_key(connection_id))
+        user_id = self.user_of(connection_id)
         if user_id is None:
             return None
         pipe = self._redis.pipeline(transaction=True)
@@ -95,11 +97,12 @@ class ConnectionRegistry:
             self._redis.srem(user_connections_key(user_id), connection_id)
 
     def user_of(self, connection_id: str) -> str | None:
-        return self._redis.get(connection_key(connection_id))
+        # The client decodes responses (cloudia/redis_client.py): every value read back is a str.
+        return cast("str | None", self._redis.get(connection_key(connection_id)))
 
     def connections_of(self, user_id: str) -> list[str]:
         """The user's current connections; expired members are pruned on the way."""
-        members = sorted(self._redis.smembers(user_connections_key(user_id)))
+        members = sorted(cast("set[str]", self._redis.smembers(user_connections_key(user_id))))
         if not members:
             return []
         alive = self._redis.mget([connection_key(c) for c in members])

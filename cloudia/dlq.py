@@ -25,8 +25,8 @@ Moving messages back
     2. the rest are sent to the jobs queue with the same body and message attributes plus
        `redriveId` = the DLQ MessageId (a deterministic marker: the same DLQ message always carries
        the same id, so a consumer or an operator can recognise a copy). `FailureReason` and
-       `FailureClass` are dropped: they described the last failure, and a new one records its own. A new message on the jobs
-       queue starts with a receive count of 0;
+       `FailureClass` are dropped: they described the last failure, and a new one records its own. A new message on
+       the jobs queue starts with a receive count of 0;
     3. the ids SQS accepted are appended to the journal and fsync'ed;
     4. only then are they deleted from the DLQ, and the deletions are appended to the journal.
   A run moves only messages sent before it started, so a failure that arrives meanwhile waits for
@@ -123,7 +123,8 @@ def format_duration(seconds: float) -> str:
     """Seconds -> '2h5m', '40s', '250ms': the two largest units, for people."""
     if 0 < seconds < 1:
         return f"{round(seconds * 1000)}ms"
-    remaining, parts = max(0, round(seconds)), []
+    remaining = max(0, round(seconds))
+    parts: list[str] = []
     for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if remaining >= size_s or (unit == "s" and not parts):
             whole, remaining = divmod(remaining, size_s)
@@ -301,7 +302,8 @@ def lease(sqs, dlq_url: str, lease_s: int = DEFAULT_LEASE_S, limit: int | None =
             MessageAttributeNames=["All"],
         )
         batch = [
-            DlqMessage(m["MessageId"], m["ReceiptHandle"], m["Body"], m.get("MessageAttributes", {}), m.get("Attributes", {}))
+            DlqMessage(m["MessageId"], m["ReceiptHandle"], m["Body"], m.get("MessageAttributes", {}),
+                       m.get("Attributes", {}))
             for m in response.get("Messages", [])
             if m["MessageId"] not in seen
         ]
@@ -318,7 +320,8 @@ def release(sqs, dlq_url: str, messages: Iterable[DlqMessage]) -> None:
         chunk = messages[start:start + SQS_BATCH_MAX]
         sqs.change_message_visibility_batch(
             QueueUrl=dlq_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0} for i, m in enumerate(chunk)],
+            Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                     for i, m in enumerate(chunk)],
         )
 
 
@@ -657,7 +660,8 @@ def _delete(sqs, dlq_url: str, messages: list[DlqMessage], report: RedriveReport
     )
     for failure in response.get("Failed", []):
         message = messages[int(failure["Id"])]
-        report.delete_failures.append(f"{message.message_id}: {failure.get('Code')} {failure.get('Message', '')}".strip())
+        report.delete_failures.append(
+            f"{message.message_id}: {failure.get('Code')} {failure.get('Message', '')}".strip())
     return [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
 
 
@@ -670,7 +674,8 @@ def _try_move_task(sqs, move_task_sqs, dlq_url, target_url, report: RedriveRepor
     client = move_task_sqs or _no_retry_client()
     source_arn = queue_arn(sqs, dlq_url)
     try:
-        handle = client.start_message_move_task(SourceArn=source_arn, DestinationArn=queue_arn(sqs, target_url))["TaskHandle"]
+        handle = client.start_message_move_task(SourceArn=source_arn,
+                                                DestinationArn=queue_arn(sqs, target_url))["TaskHandle"]
     except ClientError as error:
         # An error reply means no task started: nothing has moved, so falling back is safe.
         code = error.response.get("Error", {}).get("Code", "?")

@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long a look or a move holds the messages it received (default: %(default)ss)")
 
     filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--older-than", type=_duration, metavar="DURATION", help="only messages at least this old, e.g. 2h")
-    filters.add_argument("--newer-than", type=_duration, metavar="DURATION", help="only messages younger than this, e.g. 1d")
+    filters.add_argument("--older-than", type=_duration, metavar="DURATION",
+                         help="only messages at least this old, e.g. 2h")
+    filters.add_argument("--newer-than", type=_duration, metavar="DURATION",
+                         help="only messages younger than this, e.g. 1d")
     filters.add_argument("--reason", action="append", default=[], metavar="TEXT",
                          help="only messages whose failure reason contains TEXT (case-insensitive; repeatable; "
                               f"{dlq_format.MAX_RECEIVES_REASON!r} selects those the redrive policy moved)")
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,inspect,redrive}")
 
-    listing = commands.add_parser("list", parents=[queues, filters], help="the DLQ's messages with reason and receive count")
+    listing = commands.add_parser("list", parents=[queues, filters],
+                                  help="the DLQ's messages with reason and receive count")
     listing.add_argument("--limit", type=_positive_int, help="look at no more than N messages")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -205,7 +208,7 @@ class StderrProgress:
     def __init__(self, label: str):
         self._label = label
         self._tty = sys.stderr.isatty()
-        self._last = None
+        self._last: tuple[int, int | None] | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
         self._last = (done, total)
@@ -241,7 +244,7 @@ class StopBetweenBatches:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def _handle(self, signum, _frame) -> None:
+    def _handle(self, _signum, _frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -290,9 +293,12 @@ def _redrive(sqs, dlq_url: str, queue_url: str, selector: dlq.Selector, args, jo
             print(f"  not moved: {failure}", file=sys.stderr)
         for failure in report.delete_failures:
             print(f"  sent, not yet deleted from the DLQ (a re-run deletes it): {failure}", file=sys.stderr)
+    dlq_after, jobs_after = report.dlq_after, report.jobs_after
+    if dlq_after is None or jobs_after is None:
+        raise RuntimeError("the redrive report has no counts after the run")  # dlq.redrive() always counts them
     verdict = "counts agree" if report.counts_agree else "COUNTS DISAGREE"
-    print(f"after:  DLQ {dlq_name} {report.dlq_after.total} (expected {report.dlq_expected_after}: {verdict}), "
-          f"jobs queue {jobs_name} {report.jobs_after.total}")
+    print(f"after:  DLQ {dlq_name} {dlq_after.total} (expected {report.dlq_expected_after}: {verdict}), "
+          f"jobs queue {jobs_name} {jobs_after.total}")
     if not report.counts_agree:
         print("error: the DLQ count after the run is not its count before minus what was moved; "
               "did something else write to or read from the DLQ meanwhile?", file=sys.stderr)

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 import redis
 
@@ -102,6 +102,7 @@ class BudgetExceeded(LimitExceeded):
 
     def __init__(self, message: str, budget: "Budget", needed_tokens: int):
         super().__init__(message, retry_after_s=budget.resets_in_s)
+        self.retry_after_s: int = budget.resets_in_s  # always said: the day's reset
         self.budget = budget
         self.needed_tokens = needed_tokens
 
@@ -245,7 +246,7 @@ class UsageLimits:
         now_s = time.time() if now_s is None else now_s
         day, resets_at_s = _day(now_s), _next_day_s(now_s)
         keys = [rate_key(user_id, _minute(now_s)), budget_key(user_id, day)]
-        args = [RATE_KEY_TTL_S, self._rate_limit, tokens, self._budget, BUDGET_KEY_TTL_S]
+        args: list[int | str] = [RATE_KEY_TTL_S, self._rate_limit, tokens, self._budget, BUDGET_KEY_TTL_S]
         if job_id is not None:
             keys.append(budget_hold_key(job_id))
             hold = json.dumps({"tokens": tokens, "day": day}, separators=(",", ":"))
@@ -262,7 +263,8 @@ class UsageLimits:
 
     def held(self, job_id: str) -> Hold | None:
         """What the job holds of its user's budget (None: nothing, or it was settled)."""
-        return Hold.parse(self._redis.get(budget_hold_key(job_id)))
+        # The client decodes responses (cloudia/redis_client.py): a str or None.
+        return Hold.parse(cast("str | None", self._redis.get(budget_hold_key(job_id))))
 
     def settle(self, user_id: str, job_id: str, real_tokens: int | None) -> Settlement | None:
         """End the job's reservation, once: charge `real_tokens` instead of it (0 releases it; None keeps

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from cloudia import metric_names
 
@@ -120,7 +120,7 @@ def resilience_from(values: Mapping[str, object]) -> Resilience:
     for f in dataclasses.fields(Resilience):
         for key in (f.name, f.name.upper()):
             if key in values:
-                kind = type(f.default)
+                kind: Any = type(f.default)
                 raw = values[key]
                 kwargs[f.name] = _coerce(kind, raw) if isinstance(raw, str) else kind(raw)
                 break

@@ -20,12 +20,12 @@ class NotDeployed(LookupError):
     pass
 
 
-def _client(service: str, endpoint: str):
+def _client(service: str, endpoint: str | None):
     return boto3.client(service, endpoint_url=endpoint, region_name=EMULATOR_REGION,
                         aws_access_key_id="test", aws_secret_access_key="test")
 
 
-def deployed_functions(endpoint: str, stage: str = "dev") -> dict[str, str]:
+def deployed_functions(endpoint: str | None, stage: str = "dev") -> dict[str, str]:
     """Logical ID -> physical function name, for every Lambda function of the API stack."""
     cloudformation = _client("cloudformation", endpoint)
     try:
@@ -45,6 +45,7 @@ def runtime_environment(endpoint: str, stage: str = "dev") -> dict[str, str]:
     name = next((n for logical, n in functions.items()
                  if logical.startswith(REFERENCE_FUNCTION_LOGICAL_PREFIX)), None)
     if name is None:
-        raise NotDeployed(f"no sendMessage function in {API_STACK.format(stage=stage)}: deploy with `make deploy-local`")
+        raise NotDeployed(f"no sendMessage function in {API_STACK.format(stage=stage)}: "
+                          "deploy with `make deploy-local`")
     config = _client("lambda", endpoint).get_function_configuration(FunctionName=name)
     return {**config.get("Environment", {}).get("Variables", {}), **ensure_user_pool(endpoint, stage).env()}

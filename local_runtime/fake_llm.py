@@ -170,7 +170,7 @@ def compose_answer(messages: list[dict], length: int, cap: int | None) -> Answer
     echo_words = count_tokens(echo)
     target = max(length, echo_words)
     capped = cap is not None and target > cap
-    if capped:
+    if cap is not None and capped:
         target = cap
     if target <= echo_words:
         text = _first_words(echo, target)
@@ -226,11 +226,10 @@ class _Generating:
     def __enter__(self) -> None:
         self._llm.in_flight += 1
 
-    def __exit__(self, kind, _error, _tb) -> bool:
+    def __exit__(self, kind, _error, _tb) -> None:
         self._llm.in_flight -= 1
         if kind is not None and issubclass(kind, (asyncio.CancelledError, ConnectionError)):
             self._llm.stats["dropped"] += 1
-        return False
 
 
 class FakeLlm:
@@ -562,21 +561,21 @@ class FakeLlmServer:
 
     def start(self) -> "FakeLlmServer":
         started = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         async def serve():
-            self._runner = web.AppRunner(self.llm.app(), handle_signals=False, access_log=None,
-                                        handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            runner = self._runner = web.AppRunner(self.llm.app(), handle_signals=False, access_log=None,
+                                                  handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
             await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # the free port the OS chose
+            self.port = runner.addresses[0][1]  # the free port the OS chose
             started.set()
 
         def run():
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve())
+            loop.run_forever()
 
         self._thread = threading.Thread(target=run, name="fake-llm", daemon=True)
         self._thread.start()
@@ -585,11 +584,14 @@ class FakeLlmServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is None:
+        loop, runner, thread = self._loop, self._runner, self._thread
+        if loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if runner is not None:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(10)
         self._loop = None
 
     # In-process control, the same as the HTTP endpoints.

@@ -25,7 +25,7 @@ import collections
 import concurrent.futures
 import datetime
 import functools
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -36,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -45,6 +46,7 @@ from cloudia import protocol
 LOG = logging.getLogger("cloudia.gateway")
 
 ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS_DIR = ROOT / "functions"  # the Lambda asset's handler modules (stacks/components/lambda_code.py)
 DEV_USER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # the page both targets serve
 
@@ -147,20 +149,40 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def load_function(name: str, *, fresh: bool = False) -> ModuleType:
+    """The handler module functions/<name>.py, loaded from its file as Lambda loads it from the asset's
+    root: as the top-level module `name`, importing the installed `cloudia` package.
+
+    Loaded once, like an import; `fresh` runs the module again, as a cold start does.
+    """
+    path = FUNCTIONS_DIR / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if not fresh and loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no handler module at {path}", name=name, path=str(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def load_handlers(env: Mapping[str, str]) -> dict[str, Handler]:
-    """Import the deployed functions' code with the environment they are deployed with.
+    """Load the deployed functions' code with the environment they are deployed with.
 
     The handlers read their settings at import, so the environment is set first.
     """
     os.environ.update(env)
-    for path in (str(ROOT / "functions"), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
     modules = {}
     for name in set(ROUTE_MODULES.values()):
-        if name == "authorizer" and not (ROOT / "functions" / "authorizer.py").exists():
+        if name == "authorizer" and not (FUNCTIONS_DIR / "authorizer.py").exists():
             continue  # a deployment without an authorizer: `$connect` checks the token itself
-        modules[name] = importlib.import_module(name)
+        modules[name] = load_function(name)
     return {route: modules[name].handler for route, name in ROUTE_MODULES.items() if name in modules}
 
 
@@ -172,8 +194,9 @@ def _pascal(module: str) -> str:
     return "".join(part.capitalize() for part in module.split("_"))
 
 
-def deployed_function_names(endpoint: str, stage: str) -> dict[str, str]:
-    """Handler module -> deployed function name, read from the emulator (never hard-coded)."""
+def deployed_function_names(endpoint: str | None, stage: str) -> dict[str, str]:
+    """Handler module -> deployed function name, read from the emulator (never hard-coded; None: boto3's
+    endpoint, AWS_ENDPOINT_URL's)."""
     from local_runtime import discovery
 
     by_logical_id = discovery.deployed_functions(endpoint, stage)
@@ -379,8 +402,8 @@ class Gateway:
         now = time.time()
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
-        context = {"connectionId": connection_id, "connectedAt": int(now * 1000), "sourceIp": source_ip,
-                   "userAgent": user_agent}
+        context: dict[str, Any] = {"connectionId": connection_id, "connectedAt": int(now * 1000),
+                                   "sourceIp": source_ip, "userAgent": user_agent}
         if AUTHORIZER in self._handlers:
             refused, authorizer = await self._authorize(request, context)
             if refused is not None:

@@ -33,7 +33,8 @@ def _atomic(write):
 
 def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
     """Every condition checked, then every write made (under the write lock: nothing in between)."""
-    keys, reasons = set(), []
+    keys: set[tuple[str, str]] = set()
+    reasons: list[tuple[str | None, str | None, Any]] = []
     for entry in transact_items:
         kind, op = next(iter(entry.items()))
         table = self.get_table(op["TableName"])
@@ -65,7 +66,7 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
             self.delete_item(op["TableName"], op["Key"])
 
 
-DynamoDBBackend.transact_write_items = transact_write_items
+setattr(DynamoDBBackend, "transact_write_items", transact_write_items)
 for name in WRITES:
     setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
 

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from cloudia.settings import Resilience
 from local_runtime import discovery, emulator, fake_llm, identity
@@ -152,11 +152,6 @@ class LocalStack:
         self.stoppers.clear()
 
 
-def python_env(extra_paths: list[Path]) -> dict[str, str]:
-    paths = [str(p) for p in extra_paths] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
-
-
 def services_env(runtime_env: Mapping[str, str], ports: Ports, aws_endpoint: str | None = None,
                  gateway_url: str = "", llm_url: str = "") -> dict[str, str]:
     """The deployment's environment plus what differs locally: Redis, the gateway, the fake LLM."""
@@ -181,9 +176,10 @@ def services_env(runtime_env: Mapping[str, str], ports: Ports, aws_endpoint: str
     return env
 
 
-def child_env(env: Mapping[str, str], *paths: Path) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    return {**base, **env, **python_env(list(paths))}
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A child process's environment: this one's, plus `env`. The project's packages are installed
+    (editable), so `python -m local_runtime.gateway` or `-m worker` needs no PYTHONPATH."""
+    return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
 def start_fake_llm(stack: LocalStack, ports: Ports, profile: str | None = None) -> str:
@@ -193,19 +189,19 @@ def start_fake_llm(stack: LocalStack, ports: Ports, profile: str | None = None) 
         raise StepFailed(f"port {ports.llm} is already in use, so the fake LLM cannot start there",
                          f"stop what listens on {ports.llm} or choose another port with --llm-port")
     child = stack.spawn("fake-llm", [sys.executable, "-m", "local_runtime.fake_llm", "--port", str(ports.llm),
-                                     *(["--profile", profile] if profile else [])], child_env({}, ROOT))
+                                     *(["--profile", profile] if profile else [])], child_env({}))
     if not wait_until(lambda: http_ok(f"{url}/_faults"), READY_TIMEOUT_S, child.proc):
         raise StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
     return url
 
 
-def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra_args: list[str] = ()) -> str:
+def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra_args: Sequence[str] = ()) -> str:
     url = f"http://localhost:{ports.gateway}"
     if port_answers(ports.gateway):
         raise StepFailed(f"port {ports.gateway} is already in use, so the gateway cannot start there",
                          f"stop what listens on {ports.gateway} or choose another port with --gateway-port")
     child = stack.spawn("gateway", [sys.executable, "-m", "local_runtime.gateway", "--port", str(ports.gateway),
-                                    *extra_args], child_env(env, ROOT / "functions", ROOT))
+                                    *extra_args], child_env(env))
     if not wait_until(lambda: http_ok(f"{url}/healthz"), READY_TIMEOUT_S, child.proc):
         raise StepFailed(f"the gateway did not start:\n{child.tail()}", f"see {child.log_path}")
     return url
@@ -214,7 +210,7 @@ def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra
 def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
     # The worker finishes its in-flight jobs within its shutdown grace: wait that long before killing it.
     grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", Resilience().worker_shutdown_grace_s)) + STOP_GRACE_S / 2
-    child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env, ROOT / "worker_image", ROOT),
+    child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env),
                         stop_timeout_s=grace_s)
     # The worker has no port: alive after a moment means it read its settings and started polling.
     time.sleep(1.0)
@@ -224,7 +220,7 @@ def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
 
 
 def start_services(stack: LocalStack, runtime_env: Mapping[str, str], ports: Ports,
-                   aws_endpoint: str | None = None, gateway_args: list[str] = (),
+                   aws_endpoint: str | None = None, gateway_args: Sequence[str] = (),
                    gateway_url: str = "", llm_url: str = "", llm_profile: str | None = None) -> dict[str, str]:
     """Fake LLM, gateway and worker for a deployment whose functions run with `runtime_env`."""
     env = services_env(runtime_env, ports, aws_endpoint, gateway_url, llm_url)
@@ -254,7 +250,12 @@ def ensure_redis(stack: LocalStack, port: int) -> str:
         raise StepFailed(f"redis-server did not start:\n{child.tail()}", f"see {child.log_path}")
     # Redis outlives the services that use it: stop it last.
     stack.children.remove(child)
-    stack.stoppers.append(("redis", lambda: (child.proc.terminate(), child.proc.wait(timeout=10))))
+
+    def stop_redis() -> None:
+        child.proc.terminate()
+        child.proc.wait(timeout=10)
+
+    stack.stoppers.append(("redis", stop_redis))
     return url
 
 
@@ -326,7 +327,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the worker finds the gateway's @connections API (default localhost)")
     parser.add_argument("--llm-url", default=env.get("CLOUDIA_FAKE_LLM_URL", ""),
                         help="where the worker finds the fake LLM (default localhost)")
-    parser.add_argument("--llm-profile", choices=sorted(fake_llm.PROFILES), default=env.get(fake_llm.PROFILE_ENV, "model"),
+    parser.add_argument("--llm-profile", choices=sorted(fake_llm.PROFILES),
+                        default=env.get(fake_llm.PROFILE_ENV, "model"),
                         help="how the fake LLM writes: model (0.5 s to the first token, then 45 tokens/s; the "
                              "default), brisk (the same on a fast clock) or burst (the whole answer at once)")
     return parser.parse_args(argv)
@@ -356,12 +358,10 @@ def run_role(args: argparse.Namespace, ports: Ports) -> int:
     env = services_env(runtime_env, ports, endpoint, gateway_url=args.gateway_url, llm_url=args.llm_url)
     if args.role == "gateway":
         argv = [sys.executable, "-m", "local_runtime.gateway", "--port", str(ports.gateway)]
-        env = child_env(env, ROOT / "functions", ROOT)
     else:
         argv = [sys.executable, "-m", "worker"]
-        env = child_env(env, ROOT / "worker_image", ROOT)
     step(f"running the {args.role}")
-    os.execve(sys.executable, argv, env)
+    os.execve(sys.executable, argv, child_env(env))
     return 0  # not reached
 
 

@@ -3,16 +3,11 @@ of queue + DLQ + tables per test, so tests never see each other's data."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.aws_resources import create_resources  # noqa: E402
-from tests.support.servers import MotoServer, RedisServer  # noqa: E402
+from tests.support.aws_resources import create_resources
+from tests.support.servers import MotoServer, RedisServer
 
 
 @pytest.fixture(scope="session")

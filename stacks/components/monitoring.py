@@ -2,6 +2,8 @@
 function errors and throttles, and the worker's circuit opening."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -22,7 +24,7 @@ WORKER_SERVICE_DIMENSION = {"service": "worker"}
 
 class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, jobs: JobsQueue,
-                 functions: dict[str, lambda_.IFunction]) -> None:
+                 functions: Mapping[str, lambda_.IFunction]) -> None:
         super().__init__(scope, construct_id)
         # Encrypted in both stages, with a customer-managed key: CloudWatch alarms cannot publish to a
         # topic under the AWS-managed alias/aws/sns key, whose policy names no service (keys.py).
@@ -56,7 +58,8 @@ class Monitoring(Construct):
         minute = Duration.minutes(1)
         alarm("DlqNotEmpty", jobs.dlq.metric_approximate_number_of_messages_visible(period=minute, statistic="Maximum"),
               1, "A job is in the DLQ: its user was told; inspect and redrive with `make dlq`.")
-        alarm("OldestJobTooOld", jobs.queue.metric_approximate_age_of_oldest_message(period=minute, statistic="Maximum"),
+        alarm("OldestJobTooOld",
+              jobs.queue.metric_approximate_age_of_oldest_message(period=minute, statistic="Maximum"),
               config.oldest_message_alarm_s, "Jobs wait too long: the worker is down, too slow or its circuit is open.")
         circuit_opened = cloudwatch.Metric(
             namespace=metric_names.NAMESPACE, metric_name=metric_names.CIRCUIT_OPENED,

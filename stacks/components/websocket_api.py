@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from aws_cdk import Stack
 from aws_cdk import aws_apigatewayv2 as apigw
@@ -65,7 +66,7 @@ class ChatWebSocketApi(Construct):
             throttle=apigw.ThrottleSettings(rate_limit=config.websocket_rate_limit,
                                             burst_limit=config.websocket_burst_limit),
         )
-        cfn_stage: apigw.CfnStage = self.stage.node.default_child
+        cfn_stage = cast(apigw.CfnStage, self.stage.node.default_child)
         cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
             destination_arn=access_logs.log_group_arn, format=ACCESS_LOG_FORMAT)
         cfn_stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(

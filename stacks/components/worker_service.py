@@ -118,10 +118,10 @@ class WorkerService(Construct):
         # JobStore.get (get_item); .start_call, .beat, .finish (alone or in the transaction above),
         # .end_failed_call (update_item).
         grant_table(tables.jobs, role, "GetItem", "UpdateItem")
-        for key in (self.llm_api_key, self.llm_fallback_api_key):
-            if key is not None:
-                grant_secret_read(key, task.task_role)
-                NagSuppressions.add_resource_suppressions(key, [NagPackSuppression(
+        for llm_key in (self.llm_api_key, self.llm_fallback_api_key):
+            if llm_key is not None:
+                grant_secret_read(llm_key, task.task_role)
+                NagSuppressions.add_resource_suppressions(llm_key, [NagPackSuppression(
                     id="AwsSolutions-SMG4", reason=(
                         "A key issued by the LLM provider: Secrets Manager cannot rotate it; it is "
                         "replaced by hand when the provider issues a new one."))])

@@ -2,17 +2,31 @@
 bench/aws_requests.py, on small made-up figures computed by hand."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
 
-import aws_requests  # noqa: E402
-from price_per_message import PRICES, Quantity, price_lines, total_usd  # noqa: E402
+
+def bench_script(name: str) -> ModuleType:
+    """bench/<name>.py, a script rather than a package's module, loaded from its file under its own
+    name (as `python bench/<name>.py` makes its siblings importable to it)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+aws_requests = bench_script("aws_requests")
+price_per_message = bench_script("price_per_message")
+PRICES, Quantity = price_per_message.PRICES, price_per_message.Quantity
+price_lines, total_usd = price_per_message.price_lines, price_per_message.total_usd
 
 # Made-up prices in the shape of bench/prices.json, so the test holds whatever the real ones become.
 PRICES_TABLE = {

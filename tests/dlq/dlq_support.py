@@ -67,7 +67,8 @@ def drain(sqs, url: str) -> list[dict]:
     messages: dict[str, dict] = {}
     while True:
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=1,
-                                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"]).get("Messages", [])
+                                    MessageAttributeNames=["All"],
+                                    MessageSystemAttributeNames=["All"]).get("Messages", [])
         if not batch:
             return list(messages.values())
         messages.update((m["MessageId"], m) for m in batch)

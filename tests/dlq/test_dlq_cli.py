@@ -28,7 +28,7 @@ def queue_env(resources, tmp_path, monkeypatch):
 
 def run_module(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cloudia.dlq", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+                          timeout=60)
 
 
 def test_list_as_a_module_prints_each_message_with_reason_and_receive_count(sqs, queue_env):
@@ -168,7 +168,7 @@ def test_an_unreachable_endpoint_is_one_line_and_exit_1(queue_env):
     from tests.support.servers import free_port
 
     result = subprocess.run([sys.executable, "-m", "cloudia.dlq", "list"], cwd=ROOT, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=ROOT, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}"),
+                            env=dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}"),
                             timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("error: SQS call failed:") and "Traceback" not in result.stderr

@@ -3,28 +3,21 @@ Lambda context, and the handler modules loaded against a test's own settings (re
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 import json
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import pytest
 
 from cloudia import chat, redis_client
 from cloudia.settings import Settings, resilience_env
-from local_runtime.gateway import ROUTE_MODULES
+from local_runtime.gateway import ROUTE_MODULES, load_function
 from local_runtime.identity import LocalUserPool
 from tests.support.cognito_tokens import mint
-
-FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
-# The Lambda asset puts functions/*.py at its root, next to the cloudia package.
-sys.path.insert(0, str(FUNCTIONS_DIR))
 
 # Powertools outside Lambda: a metrics namespace for the EMF flush, no X-Ray daemon to talk to.
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CloudIaTest")
@@ -186,10 +179,7 @@ def load_functions(settings: Settings, monkeypatch) -> Functions:
     for key, value in settings_env(settings).items():
         monkeypatch.setenv(key, value)
     chat.reload()
-    modules = {}
-    for name in HANDLERS:
-        module = sys.modules.get(name)
-        modules[name] = importlib.reload(module) if module else importlib.import_module(name)
+    modules = {name: load_function(name, fresh=True) for name in HANDLERS}
     return Functions(settings, modules)
 
 

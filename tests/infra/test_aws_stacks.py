@@ -29,7 +29,8 @@ def test_redis_has_tls_auth_and_encryption_at_rest(aws_synth):
     aws_synth.templates["network"].has_resource_properties("AWS::ElastiCache::ReplicationGroup", {
         "TransitEncryptionEnabled": True,
         "AtRestEncryptionEnabled": True,
-        "AuthToken": Match.object_like({"Fn::Join": Match.array_with([Match.array_with(["{{resolve:secretsmanager:"])])}),
+        "AuthToken": Match.object_like(
+            {"Fn::Join": Match.array_with([Match.array_with(["{{resolve:secretsmanager:"])])}),
     })
 
 
@@ -98,7 +99,8 @@ def test_worker_may_push_answers_through_the_management_api(aws_synth):
 
 
 def alarms(synth) -> dict:
-    return {k: v["Properties"] for k, v in synth.templates["observability"].find_resources("AWS::CloudWatch::Alarm").items()}
+    found = synth.templates["observability"].find_resources("AWS::CloudWatch::Alarm")
+    return {k: v["Properties"] for k, v in found.items()}
 
 
 def test_alarm_on_any_message_in_the_dlq(aws_synth):
@@ -164,7 +166,8 @@ def test_a_configured_fallback_provider_gets_its_own_key_secret():
                                                          "llm_fallback_provider": "anthropic",
                                                          "llm_fallback_model": "claude-haiku-4-5"}))
     worker = Template.from_stack(app.node.find_child("cloudia-aws-dev-worker"))
-    container = next(iter(worker.find_resources("AWS::ECS::TaskDefinition").values()))["Properties"]["ContainerDefinitions"][0]
+    task = next(iter(worker.find_resources("AWS::ECS::TaskDefinition").values()))
+    container = task["Properties"]["ContainerDefinitions"][0]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["LLM_FALLBACK_PROVIDER"] == "anthropic" and env["LLM_FALLBACK_MODEL"] == "claude-haiku-4-5"
     assert "LlmFallbackApiKey" in str(env["LLM_FALLBACK_API_KEY_SECRET_ARN"])

@@ -369,7 +369,8 @@ def test_config_json_names_the_stages_websocket_url_region_pool_and_client(aws_s
 def test_web_stack_outputs_the_page_url(aws_synth):
     outputs = aws_synth.templates["web"].to_json()["Outputs"]
     [distribution_id] = aws_synth.templates["web"].find_resources("AWS::CloudFront::Distribution")
-    assert outputs["PageUrl"]["Value"] == {"Fn::Join": ["", ["https://", {"Fn::GetAtt": [distribution_id, "DomainName"]}]]}
+    assert outputs["PageUrl"]["Value"] == {
+        "Fn::Join": ["", ["https://", {"Fn::GetAtt": [distribution_id, "DomainName"]}]]}
 
 
 def test_state_stack_outputs_the_pool_and_its_client(aws_synth):

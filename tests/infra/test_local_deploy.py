@@ -12,7 +12,8 @@ def test_jobs_queue_exists_and_redrives_to_the_dlq_after_5_receives(local_deploy
     attributes = sqs.get_queue_attributes(QueueUrl=env["JOBS_QUEUE_URL"], AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["maxReceiveCount"] == 5
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=env["JOBS_DLQ_URL"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=env["JOBS_DLQ_URL"],
+                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert redrive["deadLetterTargetArn"] == dlq_arn
 
 

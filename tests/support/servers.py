@@ -58,6 +58,8 @@ class RedisServer:
 
     @property
     def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("redis-server is not running")
         return self._proc.pid
 
     def start(self) -> "RedisServer":
@@ -93,6 +95,8 @@ class MotoServer:
 
     @property
     def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the moto server is not running")
         return self._proc.pid
 
     def start(self) -> "MotoServer":

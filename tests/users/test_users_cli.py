@@ -284,7 +284,7 @@ def test_with_the_endpoint_in_the_environment_the_target_defaults_to_local(pool,
 
 def test_as_a_module_with_the_endpoint_in_the_environment(pool, capsys):
     invite(pool, capsys, "kim")
-    env = dict(os.environ, PYTHONPATH=ROOT, AWS_ENDPOINT_URL=pool.endpoint)
+    env = dict(os.environ, AWS_ENDPOINT_URL=pool.endpoint)
 
     result = subprocess.run([sys.executable, "-m", "cloudia.users", "list"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)

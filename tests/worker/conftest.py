@@ -10,24 +10,18 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
 import redis as redis_lib
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER_PATH = ROOT / "worker_image"
-if str(WORKER_PATH) not in sys.path:
-    sys.path.insert(0, str(WORKER_PATH))
-
-from cloudia import aws  # noqa: E402
-from cloudia.connections import ConnectionRegistry  # noqa: E402
-from cloudia.history import USER, HistoryStore  # noqa: E402
-from cloudia.jobs import Job, JobStore, now_ms  # noqa: E402
-from cloudia.settings import Settings, resilience_env  # noqa: E402
-from local_runtime.fake_llm import FakeLlmServer  # noqa: E402
-from tests.support.connections_recorder import ConnectionsRecorder  # noqa: E402
+from cloudia import aws
+from cloudia.connections import ConnectionRegistry
+from cloudia.history import USER, HistoryStore
+from cloudia.jobs import Job, JobStore, now_ms
+from cloudia.settings import Settings, resilience_env
+from local_runtime.fake_llm import FakeLlmServer
+from tests.support.connections_recorder import ConnectionsRecorder
 
 # Fast settings for tests; each test overrides what it measures.
 FAST = dict(llm_first_token_timeout_s=2.0, llm_stall_timeout_s=2.0, job_heartbeat_s=0.5, job_liveness_s=1.5,
@@ -202,7 +196,7 @@ def worker_env(settings: Settings, health_file: str) -> dict[str, str]:
         if name != "resilience":
             env[name.upper()] = str(value)
     env.update(resilience_env(settings.resilience))
-    env.update(PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(ROOT)]), HEALTH_FILE=health_file)
+    env["HEALTH_FILE"] = health_file
     return env
 
 

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
-from tests.worker.conftest import ROOT, WORKER_PATH, wait_until
+from tests.worker.conftest import wait_until
 
 
 def healthcheck(path) -> int:
-    env = dict(os.environ, HEALTH_FILE=str(path), PYTHONPATH=os.pathsep.join([str(WORKER_PATH), str(ROOT)]))
+    env = dict(os.environ, HEALTH_FILE=str(path))
     return subprocess.run([sys.executable, "-m", "worker.healthcheck"], env=env, timeout=30).returncode
 
 

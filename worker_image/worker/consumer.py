@@ -47,14 +47,22 @@ def _in_daemon_thread(fn, *args, **kwargs) -> asyncio.Future:
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
+    def settle(result=None, error: BaseException | None = None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
     def run():
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
             # Bound now: `error` is unbound when the except block ends, before the loop runs this.
-            loop.call_soon_threadsafe(lambda e=error: future.done() or future.set_exception(e))
+            loop.call_soon_threadsafe(settle, None, error)
         else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(settle, result)
 
     threading.Thread(target=run, name="sqs-receive", daemon=True).start()
     return future
@@ -73,8 +81,8 @@ class Worker:
         self._in_flight: set[asyncio.Task] = set()
         self._poll_wait_s = max(0, min(LONG_POLL_WAIT_S, settings.worker_poll_wait_s))
         self._open_poll: asyncio.Future | None = None
-        self._hand_backs: set[asyncio.Task] = set()
-        self._stop: asyncio.Event | None = None
+        self._hand_backs: set[asyncio.Future] = set()
+        self._stop = asyncio.Event()  # made again by `run`, on the loop that runs it
         self._signals = 0
         self.outcomes: dict[str, int] = {}  # Outcome values, "handed_back" and "crashed"
 
@@ -94,15 +102,14 @@ class Worker:
             os._exit(128 + int(sig))
         logger.info("stop signal: finishing in-flight jobs", extra={"in_flight": len(self._in_flight),
                                                                    "grace_s": self._res.worker_shutdown_grace_s})
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
+        return self._stop.is_set()
 
     async def run(self) -> None:
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event()  # on this loop
         if self._signals:
             self._stop.set()
         flusher = asyncio.create_task(self._flush_metrics_periodically())
@@ -193,7 +200,7 @@ class Worker:
         # A long poll still open would leave with what it catches (invisible until the visibility
         # timeout), and could even catch jobs handed back below: let it end within the grace too;
         # its catch is handed back by its done-callback.
-        waiting = set(self._in_flight)
+        waiting: set[asyncio.Future] = set(self._in_flight)
         if self._open_poll is not None and not self._open_poll.done():
             waiting.add(self._open_poll)
         if waiting:

@@ -169,7 +169,8 @@ class DeleteBatcher:
                                    Entries=[{"Id": str(i), "ReceiptHandle": h} for i, (h, _) in enumerate(batch)])
         except Exception as error:  # noqa: BLE001 - each waiting delete raises it
             for _, done in batch:
-                done.done() or done.set_exception(error)
+                if not done.done():
+                    done.set_exception(error)
             return
         failed = {int(f["Id"]): f for f in reply.get("Failed", [])}
         for i, (_, done) in enumerate(batch):

@@ -25,8 +25,8 @@ from cloudia.dlq_format import failure_attributes, sendable_attributes
 from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWER_COMPLETE_LOG, ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE,
-                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, CallStart,
-                          Job, JobStore, now_ms)
+                          CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, CallMark,
+                          CallStart, Job, JobStore, now_ms)
 from cloudia.limits import UsageLimits, within_reservation
 from cloudia.llm import LlmProvider, PermanentLlmError, TransientLlmError
 from cloudia.push import Pusher
@@ -167,7 +167,7 @@ class JobProcessor:
                     logger.warning("a worker died during this job's LLM call: calling again",
                                    extra={**log, "attempt": start.mark.attempt})
                 heartbeat.mark = start.mark
-                return await self._attempt(job, message, permit, log, context, connections, heartbeat)
+                return await self._attempt(job, message, permit, log, context, connections, heartbeat, start.mark)
         finally:
             await self.io(self._leases.release, job.job_id, token)
 
@@ -198,7 +198,8 @@ class JobProcessor:
         return self._busy_elsewhere(1, log)
 
     async def _attempt(self, job: Job, message: dict, permit: Permit | None, log: dict,
-                       context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat) -> Decision:
+                       context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
+                       mark: CallMark) -> Decision:
         route, permit = await self._route(permit)
         if route is None:
             # Marked for a call that cannot be made now: `queued` again, as after a failed call.
@@ -206,12 +207,11 @@ class JobProcessor:
             await self.io(self._jobs.end_failed_call, job.job_id)
             return await self._circuit_open(job, message, permit, log)
         async with self.holding(route.breaker, permit):
-            return await self._call(job, message, route, permit, log, context, connections, heartbeat)
+            return await self._call(job, message, route, permit, log, context, connections, heartbeat, mark)
 
     async def _call(self, job: Job, message: dict, route: Route, permit: Permit, log: dict,
-                    context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat) -> Decision:
-        mark = heartbeat.mark
-
+                    context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
+                    mark: CallMark) -> Decision:
         async def push_token(text: str) -> int:
             return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text, mark.attempt),
                                  connections)

@@ -44,7 +44,12 @@ class WorkerMetrics:
         self._add("JobsSucceeded", MetricUnit.Count, 1)
 
     def job_retried(self, failure_kind: str) -> None:
-        self._add("JobsRetried", MetricUnit.Count, 1)
+        """A job goes back to the queue to be tried again; by the kind of failure (timeout, status_503,
+        throttled, infrastructure, ...)."""
+        with self._lock, single_metric(name="JobsRetried", unit=MetricUnit.Count, value=1,
+                                       namespace=self._namespace,
+                                       default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="failure_kind", value=failure_kind)
 
     def job_failed(self, failure_class: str) -> None:
         """A job failed for good; by class (permanent, exhausted, circuit_open, malformed)."""

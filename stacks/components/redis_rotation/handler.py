@@ -73,7 +73,8 @@ class AuthTokenRotation:
     def test(self, arn: str, token: str, context=None) -> None:
         while True:
             group = self._group()
-            applied = group["Status"] == "available" and not group.get("PendingModifiedValues", {}).get("AuthTokenStatus")
+            pending = group.get("PendingModifiedValues", {})
+            applied = group["Status"] == "available" and not pending.get("AuthTokenStatus")
             dated = group.get("AuthTokenLastModifiedDate") is None or _already_set(group, self._created_at(arn, token))
             if applied and dated:
                 return
