@@ -29,7 +29,8 @@ class SdkProvider:
         self._bounds = CallBounds.of(settings.resilience)
         self._model = settings.llm_model or self.default_model
         b = self._bounds
-        self._http_timeout = httpx.Timeout(connect=b.connect_s, read=max(b.first_token_s, b.stall_s) + HTTP_READ_SLACK_S,
+        self._http_timeout = httpx.Timeout(connect=b.connect_s,
+                                           read=max(b.first_token_s, b.stall_s) + HTTP_READ_SLACK_S,
                                            write=b.connect_s, pool=b.connect_s)
         self._client = self.make_client(api_key=api_key(settings), base_url=settings.llm_base_url or None,
                                         timeout=self._http_timeout, max_retries=0)

@@ -82,12 +82,11 @@ class Stopwatch:
         self._started = self._loop.time()
         self._first_token_at: float | None = None
         self._tokens = 0
-        self._timeout: asyncio.Timeout | None = None
+        self._timeout = asyncio.timeout(None)  # bound to the call's task when entered
         self._armed_kind = "first_token_timeout"
         self._ended: float | None = None
 
     async def __aenter__(self) -> "Stopwatch":
-        self._timeout = asyncio.timeout(None)
         await self._timeout.__aenter__()
         self._arm(self._started + self._bounds.first_token_s, "first_token_timeout")
         return self
