@@ -10,9 +10,7 @@ from cloudia import auth, ws_events
 from cloudia.settings import Settings
 
 logger = Logger()
-# It makes no AWS call (the key set comes over plain HTTPS), so no library is patched: boto3 and the
-# rest stay out of its cold start.
-tracer = Tracer(auto_patch=False)
+tracer = Tracer()
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 # Read once per cold start; the authorizer needs the pool's ids and nothing of the chat service.
 SETTINGS = Settings.from_env()

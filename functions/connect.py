@@ -13,8 +13,7 @@ from cloudia import chat, protocol, ws_events
 from cloudia.limits import TooManyConnections
 
 logger = Logger()
-# Subsegments for its AWS calls (boto3's: the Redis AUTH token from Secrets Manager); nothing else is patched.
-tracer = Tracer(patch_modules=["botocore"])
+tracer = Tracer()
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 

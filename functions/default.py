@@ -20,9 +20,7 @@ from cloudia.frames import FrameError, History, Ping, Retry, SendMessage, parse_
 from cloudia.limits import RateLimited
 
 logger = Logger()
-# Subsegments for its AWS calls (boto3's: the history's DynamoDB queries, the Redis AUTH token);
-# nothing else is patched.
-tracer = Tracer(patch_modules=["botocore"])
+tracer = Tracer()
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 

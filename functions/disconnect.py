@@ -8,8 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from cloudia import chat, protocol, ws_events
 
 logger = Logger()
-# Subsegments for its AWS calls (boto3's: the Redis AUTH token from Secrets Manager); nothing else is patched.
-tracer = Tracer(patch_modules=["botocore"])
+tracer = Tracer()
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 

@@ -15,8 +15,7 @@ from cloudia.frames import FrameError, Retry, SendMessage, parse_frame
 from cloudia.limits import BudgetExceeded
 
 logger = Logger()
-# Subsegments for its AWS calls (boto3's: DynamoDB, SQS, the Redis AUTH token); nothing else is patched.
-tracer = Tracer(patch_modules=["botocore"])
+tracer = Tracer()
 metrics = Metrics(namespace=ws_events.metrics_namespace())
 
 
