@@ -12,7 +12,6 @@ pool's JWKS): no setting can make a deployed function trust another key set.
 """
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import TypedDict
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 
 import jwt
 
+from cloudia.once import built_once
 from cloudia.settings import Settings
 
 ALGORITHMS = ["RS256"]
@@ -106,7 +106,7 @@ def user_pool(settings: Settings) -> UserPool:
     return UserPool(pool_id, client_id, jwks_url)
 
 
-@functools.lru_cache(maxsize=4)
+@built_once(maxsize=4)
 def _jwks_client(url: str) -> jwt.PyJWKClient:
     # Cached across warm invocations: one fetch per process, unless a token names an unknown key.
     return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S)

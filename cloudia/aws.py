@@ -6,13 +6,13 @@ and jitter; `max_attempts` keeps the total inside the caller's own deadline. The
 """
 from __future__ import annotations
 
-import functools
 from typing import cast
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
 
+from cloudia.once import built_once
 from cloudia.settings import Resilience
 
 # Attempts per call, first try included: 2 keeps a DynamoDB call within ~2 x 1 s plus backoff.
@@ -30,7 +30,7 @@ def client_config(timeout_ms: int, max_attempts: int = MAX_ATTEMPTS) -> Config:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@built_once(maxsize=None)
 def _client(service: str, timeout_ms: int, endpoint_url: str | None = None):
     return boto3.session.Session().client(
         service, config=client_config(timeout_ms), endpoint_url=endpoint_url
@@ -45,10 +45,6 @@ def sqs(resilience: Resilience):
     return _client("sqs", resilience.sqs_timeout_ms)
 
 
-def secrets(resilience: Resilience):
-    return _client("secretsmanager", resilience.sqs_timeout_ms)
-
-
 def management_api(endpoint_url: str, resilience: Resilience):
     """API Gateway Management API (`post_to_connection`) for one WebSocket API stage."""
     return _client("apigatewaymanagementapi", resilience.sqs_timeout_ms, endpoint_url)
@@ -61,7 +57,7 @@ def given_or_secret(value: str, arn: str) -> str | None:
     return secret_value(arn) if arn else None
 
 
-@functools.lru_cache(maxsize=None)
+@built_once(maxsize=None)
 def _secrets(timeout_ms: int) -> parameters.SecretsProvider:
     return parameters.SecretsProvider(boto3_client=_client("secretsmanager", timeout_ms))
 

@@ -19,6 +19,7 @@ from cloudia.context_cache import ContextCache
 from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, RETRIES_ATTRIBUTE, Job, JobStore, job_id_for, now_ms
 from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens
+from cloudia.once import built_once
 from cloudia.schema import IDEMPOTENCY_KEY_PREFIX
 from cloudia.settings import Settings
 
@@ -376,13 +377,13 @@ class ChatService:
                 logger.exception("could not undo part of a retry that was not queued", extra={"jobId": job.job_id})
 
 
-@functools.lru_cache(maxsize=1)
+@built_once(maxsize=1)
 def settings() -> Settings:
     """The process's settings, read from the environment once (a Lambda cold start)."""
     return Settings.from_env()
 
 
-@functools.lru_cache(maxsize=1)
+@built_once(maxsize=1)
 def service() -> ChatService:
     return ChatService.from_settings(settings())
 

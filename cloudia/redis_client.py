@@ -6,12 +6,12 @@ error (functions) or falls back (worker), so nothing hangs behind Redis.
 from __future__ import annotations
 
 import asyncio
-import functools
 
 import redis
 import redis.asyncio
 
 from cloudia import aws
+from cloudia.once import built_once
 from cloudia.settings import Settings
 
 
@@ -31,7 +31,7 @@ class AuthTokenFromSecret(redis.CredentialProvider):
         return await asyncio.to_thread(self.get_credentials)
 
 
-@functools.lru_cache(maxsize=8)
+@built_once(maxsize=8)
 def _client(url: str, secret_arn: str, timeout_ms: int) -> redis.Redis:
     return redis.Redis.from_url(url, **_options_for(secret_arn, timeout_ms))
 
