@@ -47,6 +47,8 @@ from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
                                  EndpointConnectionError, NoCredentialsError, NoRegionError, ReadTimeoutError)
 
+from cloudia.routes import HANDLERS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -338,9 +340,6 @@ def _enabled(entry: Path) -> bool:
 
 def function_count() -> int:
     """The Lambda functions the api stack deploys (one per route handler)."""
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    from stacks.components.functions import HANDLERS
-
     return len(HANDLERS)
 
 

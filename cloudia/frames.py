@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -58,7 +58,9 @@ class Retry(_Frame):
 
 Frame = Annotated[Union[SendMessage, Ping, History, Retry], Field(discriminator="action")]
 _FRAME = TypeAdapter(Frame)
-ACTIONS = ("sendMessage", "ping", "history", "resume", "retry")
+# Every action a frame may name, as the models declare them (their `action` literals).
+ACTIONS = tuple(action for model in get_args(get_args(Frame)[0])
+                for action in get_args(model.model_fields["action"].annotation))
 
 
 class FrameError(ValueError):

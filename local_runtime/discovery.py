@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import boto3
 
+from cloudia.routes import function_id
 from local_runtime.emulator import EMULATOR_REGION
 from local_runtime.identity import ensure_user_pool
 
 API_STACK = "cloudia-local-{stage}-api"
 # The function whose environment is read (all functions share one environment).
-REFERENCE_FUNCTION_LOGICAL_PREFIX = "FunctionsSendMessage"
+REFERENCE_FUNCTION_LOGICAL_PREFIX = f"Functions{function_id('send_message')}"
 
 
 class NotDeployed(LookupError):

@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from cloudia import protocol
+from cloudia.routes import AUTHORIZER, CONNECT, DEFAULT, DISCONNECT, MESSAGE_ROUTES, ROUTES, function_id
 
 LOG = logging.getLogger("cloudia.gateway")
 
@@ -81,22 +82,6 @@ CLOSE_TIMEOUT_S = 2.0
 # The close of a shed connection: 1008 (policy violation), the code for a peer breaking the rules.
 SHED_CLOSE_CODE = WSCloseCode.POLICY_VIOLATION
 
-# Frame `action` -> route key, as the deployed API defines its routes; anything else is `$default`.
-ACTION_ROUTES = ("sendMessage", "retry", "ping", "history", "resume")
-# The `$connect` REQUEST authorizer, as on AWS: run before `$connect`; its context rides on every event.
-AUTHORIZER = "$authorizer"
-# Route key -> handler module in functions/ (the CDK app's functions).
-ROUTE_MODULES = {
-    AUTHORIZER: "authorizer",
-    "$connect": "connect",
-    "$disconnect": "disconnect",
-    "sendMessage": "send_message",
-    "retry": "send_message",
-    "ping": "default",
-    "history": "default",
-    "resume": "default",
-    "$default": "default",
-}
 
 Handler = Callable[[dict, Any], Any]
 
@@ -179,19 +164,15 @@ def load_handlers(env: Mapping[str, str]) -> dict[str, Handler]:
     """
     os.environ.update(env)
     modules = {}
-    for name in set(ROUTE_MODULES.values()):
+    for name in set(ROUTES.values()):
         if name == "authorizer" and not (FUNCTIONS_DIR / "authorizer.py").exists():
             continue  # a deployment without an authorizer: `$connect` checks the token itself
         modules[name] = load_function(name)
-    return {route: modules[name].handler for route, name in ROUTE_MODULES.items() if name in modules}
+    return {route: modules[name].handler for route, name in ROUTES.items() if name in modules}
 
 
 class LambdaFunctionError(Exception):
     """A function invoked through the Lambda API failed; the message is its errorMessage."""
-
-
-def _pascal(module: str) -> str:
-    return "".join(part.capitalize() for part in module.split("_"))
 
 
 def deployed_function_names(endpoint: str | None, stage: str) -> dict[str, str]:
@@ -201,8 +182,8 @@ def deployed_function_names(endpoint: str | None, stage: str) -> dict[str, str]:
 
     by_logical_id = discovery.deployed_functions(endpoint, stage)
     names = {}
-    for module in set(ROUTE_MODULES.values()):
-        marker = f"{_pascal(module)}Function"
+    for module in set(ROUTES.values()):
+        marker = function_id(module)
         found = [name for logical_id, name in by_logical_id.items() if marker in logical_id]
         if found:
             names[module] = found[0]
@@ -229,7 +210,7 @@ def lambda_handlers(endpoint: str | None, function_names: Mapping[str, str]) -> 
             return result
         return invoke
 
-    return {route: invoker(function_names[module]) for route, module in ROUTE_MODULES.items()
+    return {route: invoker(function_names[module]) for route, module in ROUTES.items()
             if module in function_names}
 
 
@@ -409,8 +390,8 @@ class Gateway:
             if refused is not None:
                 return refused
             context["authorizer"] = authorizer
-        connect_event = self._event("$connect", "CONNECT", context, request=request)
-        response = await self._invoke("$connect", connect_event)
+        connect_event = self._event(CONNECT, "CONNECT", context, request=request)
+        response = await self._invoke(CONNECT, connect_event)
         status = _status_of(response)
         if not 200 <= status < 300:
             # API Gateway fails the handshake with the handler's status.
@@ -465,7 +446,7 @@ class Gateway:
 
     async def _on_frame(self, conn: Connection, data: bytes, is_binary: bool) -> None:
         body = base64.b64encode(data).decode() if is_binary else data.decode("utf-8", "replace")
-        route = "$default" if is_binary else _route_of(body)
+        route = DEFAULT if is_binary else _route_of(body)
         context = {"connectionId": conn.connection_id, "connectedAt": int(conn.connected_at_s * 1000),
                    "sourceIp": conn.source_ip, "userAgent": conn.user_agent, "authorizer": conn.authorizer}
         event = self._event(route, "MESSAGE", context, body=body, is_base64=is_binary)
@@ -497,10 +478,10 @@ class Gateway:
         code = code if code is not None else WSCloseCode.ABNORMAL_CLOSURE
         lost = code in (WSCloseCode.ABNORMAL_CLOSURE, None)
         reason = conn.closed_by_gateway or ("Connection lost" if lost else "Client closed")
-        event = self._event("$disconnect", "DISCONNECT", context)
+        event = self._event(DISCONNECT, "DISCONNECT", context)
         event["requestContext"].update({"disconnectStatusCode": int(code), "disconnectReason": reason})
         LOG.info("disconnected %s (%s %s)", conn.connection_id, code, reason)
-        await self._invoke("$disconnect", event)
+        await self._invoke(DISCONNECT, event)
 
     # ---------- sending: one ordered, bounded outbox per connection ----------
     def _send(self, conn: Connection, data: str | bytes) -> bool:
@@ -637,7 +618,7 @@ class Gateway:
     async def _authorize(self, request: web.Request, ctx: dict) -> tuple[web.Response | None, dict | None]:
         """API Gateway's REQUEST authorizer on `$connect`: 401 on "Unauthorized", 403 on a Deny, else
         the policy's context (with principalId) for every later event of the connection."""
-        event = self._event("$connect", "CONNECT", ctx, request=request)
+        event = self._event(CONNECT, "CONNECT", ctx, request=request)
         event.update({"type": "REQUEST", "stageVariables": {},
                       "methodArn": f"arn:aws:execute-api:us-east-1:123456789012:local/{self.config.stage}/$connect"})
         try:
@@ -654,10 +635,10 @@ class Gateway:
 
     async def _call(self, route: str, event: dict):
         """Run a handler in the pool with a Lambda context; its exceptions and timeout propagate."""
-        handler = self._handlers.get(route) or self._handlers.get("$default")
+        handler = self._handlers.get(route) or self._handlers.get(DEFAULT)
         if handler is None:
             return {"statusCode": 200}
-        name = ROUTE_MODULES.get(route, route).strip("$")
+        name = ROUTES.get(route, route).strip("$")
         context = LambdaContext(function_name=f"cloudia-{self.config.stage}-{name}",
                                 timeout_s=self.config.handler_timeout_s)
         loop = asyncio.get_running_loop()
@@ -762,9 +743,9 @@ def _route_of(body: str) -> str:
     try:
         frame = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, or nested too deep to read: `$default` says why
-        return "$default"
+        return DEFAULT
     action = frame.get("action") if isinstance(frame, dict) else None
-    return action if isinstance(action, str) and action in ACTION_ROUTES else "$default"
+    return action if isinstance(action, str) and action in MESSAGE_ROUTES else DEFAULT
 
 
 def _aws_error(status: int, code: str, message: str) -> web.Response:

@@ -8,6 +8,7 @@ from aws_cdk import aws_lambda as lambda_
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from cloudia.routes import HANDLERS, function_id, pascal
 from stacks.components.grants import grant_queue, grant_secret_read, grant_table
 from stacks.components.identity import ChatIdentity
 from stacks.components.jobs_queue import JobsQueue
@@ -19,16 +20,6 @@ from stacks.components.tables import ChatTables
 from stacks.config import AppConfig
 
 SERVICE_NAME = "chat-api"
-
-
-# handler module -> what it is for
-HANDLERS = {
-    "authorizer": "verifies the Cognito token of $connect (REQUEST authorizer)",
-    "connect": "$connect: registers the connection for its user",
-    "disconnect": "$disconnect: removes the registration",
-    "send_message": "sendMessage: validates, rate-limits and enqueues a job",
-    "default": "ping, history/resume and every other frame",
-}
 
 
 class ChatFunctions(Construct):
@@ -48,10 +39,9 @@ class ChatFunctions(Construct):
 
         self.functions: dict[str, lambda_.Function] = {}
         for module, purpose in HANDLERS.items():
-            log_group = retained_log_group(self, f"{_pascal(module)}Logs", config, key)
-            # "...Function": a construct id of plain "Default" would be special to the CDK.
+            log_group = retained_log_group(self, f"{pascal(module)}Logs", config, key)
             self.functions[module] = lambda_.Function(
-                self, f"{_pascal(module)}Function",
+                self, function_id(module),
                 description=f"cloud-ia {purpose}",
                 runtime=RUNTIME,
                 architecture=ARCHITECTURE,
@@ -104,8 +94,4 @@ class ChatFunctions(Construct):
     @property
     def authorizer(self) -> lambda_.Function:
         return self.functions["authorizer"]
-
-
-def _pascal(module: str) -> str:
-    return "".join(part.capitalize() for part in module.split("_"))
 

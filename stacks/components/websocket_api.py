@@ -13,14 +13,14 @@ from aws_cdk import aws_kms as kms
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from cloudia.routes import MESSAGE_ROUTES
+
 from stacks.components.functions import ChatFunctions
 from stacks.components.log_groups import retained_log_group
 from stacks.config import AppConfig
 
 # Routes by the frame's `action` (architecture: client <-> backend protocol).
 ROUTE_SELECTION = "$request.body.action"
-MESSAGE_ROUTES = {"sendMessage": "send_message", "retry": "send_message", "ping": "default", "history": "default",
-                  "resume": "default"}
 ACCESS_LOG_FORMAT = json.dumps({
     "requestId": "$context.requestId", "connectionId": "$context.connectionId",
     "routeKey": "$context.routeKey", "eventType": "$context.eventType", "status": "$context.status",

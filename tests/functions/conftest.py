@@ -15,7 +15,8 @@ import pytest
 
 from cloudia import chat, redis_client
 from cloudia.settings import Settings, resilience_env
-from local_runtime.gateway import ROUTE_MODULES, load_function
+from cloudia.routes import HANDLERS, ROUTES
+from local_runtime.gateway import load_function
 from local_runtime.identity import LocalUserPool
 from tests.support.cognito_tokens import mint
 
@@ -25,7 +26,6 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "cloudia-functions")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("LOG_LEVEL", "INFO")
 
-HANDLERS = ("authorizer", "connect", "disconnect", "send_message", "default")
 API_ID, STAGE, REGION, ACCOUNT = "a1b2c3d4e5", "test", "us-east-1", "123456789012"
 _request_ids = itertools.count(1)
 
@@ -152,7 +152,7 @@ class Functions:
         return connection_id
 
     def send(self, connection_id: str, frame, route_key: str = "sendMessage", **kwargs) -> dict:
-        module = self.modules[ROUTE_MODULES.get(route_key, "default")]
+        module = self.modules[ROUTES.get(route_key, "default")]
         return module.handler(message_event(route_key, connection_id, frame, **kwargs), FakeLambdaContext())
 
     def queued_jobs(self) -> list[dict]:

@@ -3,7 +3,10 @@ import json
 
 from aws_cdk.assertions import Match
 
-HANDLERS = {"authorizer", "connect", "disconnect", "send_message", "default"}
+from cloudia.routes import AUTHORIZER, ROUTES
+from cloudia.routes import HANDLERS as HANDLER_PURPOSES
+
+HANDLERS = set(HANDLER_PURPOSES)
 
 
 def functions(synth) -> dict:
@@ -119,6 +122,24 @@ def test_websocket_api_routes_by_action(aws_synth):
         "ProtocolType": "WEBSOCKET", "RouteSelectionExpression": "$request.body.action"})
     routes = {r["Properties"]["RouteKey"] for r in template.find_resources("AWS::ApiGatewayV2::Route").values()}
     assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "retry", "ping", "history", "resume"}
+
+
+def test_each_route_invokes_the_function_of_its_handler_module(aws_synth):
+    """The deployed API follows the one route table (cloudia/routes.py), as the local gateway does."""
+    template = aws_synth.templates["api"]
+    functions_by_id = {logical_id: props["Properties"]["Handler"].split(".")[0] for logical_id, props
+                       in template.find_resources("AWS::Lambda::Function").items()}
+    integrations = template.find_resources("AWS::ApiGatewayV2::Integration")
+
+    def module_of(integration_id: str) -> str:
+        uri = json.dumps(integrations[integration_id]["Properties"]["IntegrationUri"])
+        return next(module for logical_id, module in functions_by_id.items() if f'"{logical_id}"' in uri)
+
+    served = {}
+    for route in template.find_resources("AWS::ApiGatewayV2::Route").values():
+        target = route["Properties"]["Target"]["Fn::Join"][1]  # ["integrations/", {"Ref": id}]
+        served[route["Properties"]["RouteKey"]] = module_of(target[1]["Ref"])
+    assert served == {key: module for key, module in ROUTES.items() if key != AUTHORIZER}
 
 
 def test_connect_route_is_guarded_by_the_cognito_token_authorizer(aws_synth):
