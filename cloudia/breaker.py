@@ -33,11 +33,12 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, cast
+from typing import Callable
 
 import redis
 from redis.commands.core import Script
 
+from cloudia import lua
 from cloudia.llm.timing import CallTiming
 from cloudia.schema import breaker_key
 from cloudia.settings import Resilience
@@ -45,79 +46,20 @@ from cloudia.settings import Resilience
 logger = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# The breakers' names (their Redis keys, `schema.breaker_key`): the primary provider's, which
+# `sendMessage` reads to tell a sender at once, and the fallback provider's.
+PRIMARY_BREAKER, FALLBACK_BREAKER = "llm", "llm-fallback"
 OK, SLOW, FAIL, SLOW_FAIL = "ok", "slow", "fail", "slow_fail"
 # After a Redis error, use local state this long before asking Redis again (no 500 ms stall per call).
 REDIS_RETRY_AFTER_S = 5.0
 # A probe slot is freed if its holder never reports (crashed worker): after this long it counts as lost.
 PROBE_LEASE_MIN_S = 10.0
 
-_ACQUIRE = """
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local now = tonumber(ARGV[1])
-if state == 'closed' then return {'closed', 1, 0} end
-if state == 'open' then
-  local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-  if now < open_until then return {'open', 0, open_until - now} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'successes', 0)
-  redis.call('DEL', KEYS[3])
-  state = 'half_open'
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
-if redis.call('ZCARD', KEYS[3]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[3], now, ARGV[4])
-  return {'half_open', 1, 0}
-end
-return {'half_open', 0, 1000}
-"""
+_ACQUIRE = lua.source("breaker_acquire")
 
-# ARGV: now_ms, outcome, is_probe, token, window_ms, min_calls, failure_rate, slow_rate, open_ms, probes
-_RECORD = """
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local now = tonumber(ARGV[1])
-local outcome = ARGV[2]
-local open_ms = tonumber(ARGV[9])
-local function open_circuit()
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + open_ms, 'open_ms', open_ms, 'successes', 0)
-  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[3])
-  return {'open', 'opened'}
-end
-if ARGV[3] == '1' then
-  local held = redis.call('ZREM', KEYS[3], ARGV[4])
-  if state ~= 'half_open' or held == 0 then return {state, ''} end
-  if outcome ~= 'ok' then return open_circuit() end
-  local successes = redis.call('HINCRBY', KEYS[1], 'successes', 1)
-  if successes >= tonumber(ARGV[10]) then
-    redis.call('HSET', KEYS[1], 'state', 'closed')
-    redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[3])
-    return {'closed', 'closed'}
-  end
-  return {'half_open', ''}
-end
-if state ~= 'closed' then return {state, ''} end
-local window_ms = tonumber(ARGV[5])
-local member = ARGV[4]
-redis.call('ZADD', KEYS[2], now, member)
-if outcome == 'fail' or outcome == 'slow_fail' then redis.call('ZADD', KEYS[4], now, member) end
-if outcome == 'slow' or outcome == 'slow_fail' then redis.call('ZADD', KEYS[5], now, member) end
-local total, failures, slow = 0, 0, 0
-for i, key in ipairs({KEYS[2], KEYS[4], KEYS[5]}) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_ms)
-  redis.call('PEXPIRE', key, window_ms)
-end
-total = redis.call('ZCARD', KEYS[2])
-failures = redis.call('ZCARD', KEYS[4])
-slow = redis.call('ZCARD', KEYS[5])
-if total >= tonumber(ARGV[6]) and (failures / total >= tonumber(ARGV[7]) or slow / total >= tonumber(ARGV[8])) then
-  return open_circuit()
-end
-return {'closed', ''}
-"""
+_RECORD = lua.source("breaker_record")
 
-# ARGV: token. A probe slot that was granted but not used (no job arrived) is handed back.
-_RELEASE = """
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
-"""
+_RELEASE = lua.source("breaker_release")
 
 
 def _keys(name: str) -> list[str]:
@@ -125,7 +67,7 @@ def _keys(name: str) -> list[str]:
     return [base, f"{base}:calls", f"{base}:probes", f"{base}:failures", f"{base}:slow"]
 
 
-def circuit_is_open(redis_client: redis.Redis, name: str = "llm") -> bool:
+def circuit_is_open(redis_client: redis.Redis, name: str = PRIMARY_BREAKER) -> bool:
     """Cheap read of the shared state: True while the circuit is open and its wait has not run out.
 
     False when Redis cannot be reached (the caller then queues the job; the worker decides)."""
@@ -176,7 +118,7 @@ class _Shared:
 
 
 class CircuitBreaker:
-    def __init__(self, redis_client: redis.Redis | None, resilience: Resilience, name: str = "llm",
+    def __init__(self, redis_client: redis.Redis | None, resilience: Resilience, name: str = PRIMARY_BREAKER,
                  on_transition: Callable[[str, str, str], None] | None = None,
                  clock: Callable[[], float] = time.time):
         """`on_transition(name, new_state, scope)` is called by the one caller that made the change."""
@@ -271,15 +213,6 @@ class CircuitBreaker:
             if self._local.state != OPEN:
                 return 0.0
             return max(0.0, self._local.open_until - self._clock())
-
-    def state(self) -> str:
-        if (shared := self._use_redis()) is not None:
-            try:
-                # The client decodes responses (cloudia/redis_client.py): a str or None.
-                return cast("str | None", shared.client.hget(self._keys[0], "state")) or CLOSED
-            except (redis.RedisError, OSError) as error:
-                self._redis_failed(error)
-        return self._local.state
 
     # -- internals ----------------------------------------------------------------------------
     def _now_ms(self) -> int:

@@ -15,18 +15,13 @@ import uuid
 
 import redis
 
+from cloudia import lua
 from cloudia.schema import job_lease_key
 
 logger = logging.getLogger(__name__)
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
+_RELEASE = lua.source("job_lease_release")
+_RENEW = lua.source("job_lease_renew")
 
 
 class JobLeases:

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence, cast
 
 import redis
 
-from cloudia import protocol
+from cloudia import lua, protocol
 from cloudia.schema import budget_hold_key, budget_key, frame_rate_key, rate_key
 
 # A rate counter outlives its minute a little, a budget counter its day, then Redis drops them.
@@ -42,46 +42,14 @@ BYTES_PER_TOKEN = 2
 MESSAGE_OVERHEAD_TOKENS = 8
 CALL_OVERHEAD_TOKENS = 8
 
-ACCEPTED, RATE_LIMITED, BUDGET_EXCEEDED = 0, 1, 2
+# The admit script's verdicts other than 0 (accepted).
+RATE_LIMITED, BUDGET_EXCEEDED = 1, 2
 
-# KEYS: rate, budget[, the job's hold]. ARGV: rate ttl, rate limit, tokens, budget, budget ttl[, the
-# hold's value, its ttl]. The rate counter counts every attempt; tokens are reserved only for an
-# accepted message, and only if what is left covers them. A job that holds a reservation already is
-# accepted without a second one (a retried admission of the same job).
-_ADMIT = """
-local rate = redis.call('INCR', KEYS[1])
-if rate == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-if rate > tonumber(ARGV[2]) then return {1, rate, used} end
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {0, rate, used} end
-if used + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return {2, rate, used} end
-used = redis.call('INCRBY', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) end
-return {0, rate, used}
-"""
+_ADMIT = lua.source("limits_admit")
 
-# KEYS: the job's hold, its day's budget. ARGV: the hold's value as read, the tokens it holds, the
-# tokens to charge instead. Once: the hold goes with it, so a second settle (a redelivered job) finds
-# nothing and changes nothing. Nil when nothing was held (settled already, or past its day).
-_SETTLE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local used = redis.call('INCRBY', KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
-if used < 0 then
-  redis.call('SET', KEYS[2], 0, 'KEEPTTL')
-  used = 0
-end
-return used
-"""
+_SETTLE = lua.source("limits_settle")
 
-# KEYS: a rate counter. ARGV: its ttl. The count, this attempt included.
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
+_COUNT = lua.source("limits_count")
 
 
 class LimitExceeded(Exception):

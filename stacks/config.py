@@ -83,7 +83,6 @@ class AppConfig:
     # Lifetime of the refresh token: how long a person stays signed in without typing a password.
     user_pool_refresh_token_days: int = 30
     local_redis_url: str = "redis://localhost:6379/0"
-    local_ws_management_endpoint: str = "http://localhost:8080"
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

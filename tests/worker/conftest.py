@@ -16,9 +16,11 @@ import pytest
 import redis as redis_lib
 
 from cloudia import aws
+from cloudia.breaker import CLOSED, PRIMARY_BREAKER
 from cloudia.connections import ConnectionRegistry
 from cloudia.history import USER, HistoryStore
 from cloudia.jobs import Job, JobStore, now_ms
+from cloudia.schema import breaker_key
 from cloudia.settings import Settings, resilience_env
 from local_runtime.fake_llm import FakeLlmServer
 from tests.support.connections_recorder import ConnectionsRecorder
@@ -41,6 +43,11 @@ def recorder():
     server = ConnectionsRecorder().start()
     yield server
     server.stop()
+
+
+def breaker_state(harness, name: str = PRIMARY_BREAKER) -> str:
+    """A breaker's state as every worker sees it (its Redis hash)."""
+    return harness.redis.hget(breaker_key(name), "state") or CLOSED
 
 
 def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition"):

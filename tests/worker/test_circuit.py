@@ -11,7 +11,7 @@ from cloudia import protocol
 from cloudia.breaker import CLOSED, CircuitBreaker, circuit_is_open
 from cloudia.jobs import ANSWERED, QUEUED
 from tests.support.servers import free_port
-from tests.worker.conftest import wait_until
+from tests.worker.conftest import breaker_state, wait_until
 from worker.decisions import Outcome
 
 
@@ -65,7 +65,7 @@ def test_circuit_opens_fails_fast_keeps_jobs_and_probes_close_it(harness, start_
     for job in (first, second, third):
         wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=20,
                    what=f"{job.message} to be answered")
-    assert other_worker.state() == CLOSED
+    assert breaker_state(harness) == CLOSED
     assert harness.dlq_messages() == []
     running.stop()
     # AND each opening was reported as CircuitOpened with the single dimension the alarm uses
@@ -139,7 +139,7 @@ def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness,
         wait_until(lambda: harness.jobs.get(job.job_id)["status"] == ANSWERED, timeout_s=15,
                    what=f"{job.message} to be answered")
     assert harness.fake_llm.stats()["requests"] == 3
-    assert other_worker.state() == CLOSED
+    assert breaker_state(harness) == CLOSED
 
 
 def test_a_job_kept_through_an_outage_longer_than_its_receives_is_answered_not_dead_lettered(
@@ -180,7 +180,7 @@ def test_half_open_probes_close_the_circuit_at_their_first_token_not_at_the_end_
     # WHEN the open wait is over and the worker's probes start their answers
     started = time.monotonic()
     start_worker(settings)
-    wait_until(lambda: breaker.state() == CLOSED, timeout_s=8, what="the circuit to close")
+    wait_until(lambda: breaker_state(harness) == CLOSED, timeout_s=8, what="the circuit to close")
 
     # THEN it closed within seconds, long before any of those answers could end
     assert time.monotonic() - started < 6.0

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from cloudia.breaker import CLOSED, circuit_is_open
 from cloudia.jobs import ANSWERED, QUEUED
-from cloudia.schema import breaker_key
-from tests.worker.conftest import wait_until
+from tests.worker.conftest import breaker_state, wait_until
 from worker.decisions import Outcome
 
 # A real model's pace (the fake's `model` profile, at 40 tokens/s), with answers of 500 tokens.
@@ -17,10 +16,6 @@ PRODUCTION_BOUNDS = dict(llm_first_token_timeout_s=10.0, llm_stall_timeout_s=10.
                          breaker_min_calls=5)
 # The queue's visibility is far shorter than the answers: only the heartbeat keeps them in hand.
 SHORT_VISIBILITY_S = 2
-
-
-def breaker_state(harness) -> str:
-    return harness.redis.hget(breaker_key("llm"), "state") or CLOSED
 
 
 def test_ordinary_and_very_long_answers_are_each_answered_with_one_call_and_the_circuit_stays_closed(

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from cloudia import aws, redis_client
-from cloudia.breaker import CircuitBreaker
+from cloudia.breaker import FALLBACK_BREAKER, PRIMARY_BREAKER, CircuitBreaker
 from cloudia.completed_answers import CompletedAnswers
 from cloudia.connections import ConnectionRegistry
 from cloudia.context_cache import ContextCache
@@ -26,8 +26,6 @@ from worker.healthcheck import health_file
 from worker.processor import JobProcessor, Route
 from worker.telemetry import WorkerMetrics, configure_logging
 
-PRIMARY_BREAKER = "llm"  # the name `circuit_is_open()` reads by default
-FALLBACK_BREAKER = "llm-fallback"
 # Threads for blocking I/O beyond one per job: the metrics flush and the odd hand-back.
 EXTRA_IO_THREADS = 4
 # Threads for the jobs' heartbeats (three short calls per job every job_heartbeat_s), apart from the rest.
