@@ -58,10 +58,14 @@ up: deps
 	@$(PY) -m local_runtime.up
 
 # The linter and the type checker first (configured in pyproject.toml): either failing fails the run.
+# Then the tests in two processes (pytest-xdist), one file's tests in one process: most of a run is
+# waiting on streamed answers, deploys and restarts, so two halve its time on two cores. Each
+# process starts its own servers (moto, redis-server) on free ports.
+TEST_PROCESSES ?= 2
 test: deps
 	@$(PY) -m ruff check --quiet .
 	@$(PY) -m mypy
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The worker image for arm64, the platform the stacks deploy, built under qemu-user-static (on a
 # debootstrap'd arm64 base where no registry answers) and smoke-run: minutes cold, not in `make test`.

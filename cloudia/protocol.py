@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# The seed's event while the LLM circuit is open (kept word for word: clients match on it).
+# The event while the LLM circuit is open, in the architecture's words (clients match on it, so it
+# stays word for word, in Portuguese).
 CIRCUIT_OPEN_MESSAGE = "Circuit Breaker ativado: API LLM indisponível."
 # What a person reads when their message fails for good (the event's `reason` says why, for machines).
 LLM_FAILED_MESSAGE = "The LLM failed repeatedly; your message could not be answered."

@@ -18,9 +18,9 @@ from cloudia import metric_names
 
 @dataclass(frozen=True)
 class Resilience:
-    # Timeouts (seed: Lambda 29 s, worker -> LLM 5-10 s, -> Redis 500 ms, -> DynamoDB 1 s).
+    # Timeouts (the architecture's: Lambda 29 s, worker -> LLM 5-10 s, -> Redis 500 ms, -> DynamoDB 1 s).
     lambda_timeout_s: int = 29
-    # The seed's "worker -> LLM 5-10 s" bounds the HTTP exchange, not the length of an answer: a
+    # The architecture's "worker -> LLM 5-10 s" bounds the HTTP exchange, not the length of an answer: a
     # healthy model writes a long answer for a minute. Every call streams; its bounds are the connect,
     # the time to the first token, the longest stall between two tokens, and a total derived from
     # `llm_max_tokens` at the slowest acceptable rate (see `cloudia/llm/timing.py`).

@@ -3,7 +3,7 @@
 A model takes a moment to its first token, then writes at a steady rate for as long as the answer
 is: a 1,000-token answer at 40 tokens/s takes 25 s and is perfectly healthy. So a call is bounded by
 - `connect`: reaching the provider (the HTTP client's connect timeout);
-- `first_token`: from the request to the first token (the seed's "worker -> LLM 5-10 s");
+- `first_token`: from the request to the first token (the architecture's "worker -> LLM 5-10 s");
 - `stall`: the longest silence between two tokens once the answer has started;
 - `deadline`: the whole call, `first_token + max_tokens / min_tokens_per_s`: the longest answer the
   call may ask for (`max_tokens` is set on every request) at the slowest rate still accepted.

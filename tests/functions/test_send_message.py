@@ -264,7 +264,7 @@ def test_a_sender_hears_at_once_that_the_llm_circuit_is_open_and_the_job_is_kept
     connection = functions.open_connection("alice")
     # WHEN alice sends a message
     event = body_of(functions.send(connection, frame("are you there?")))
-    # THEN she gets the seed's circuit-breaker event for her job at once
+    # THEN she gets the circuit-breaker event for her job at once
     assert event["event"] == "error" and event["message"] == CIRCUIT_OPEN_MESSAGE
     assert event["reason"] == "circuit_open" and event["clientMessageId"] == "m-1"
     # AND the job is kept on the queue for when the circuit closes

@@ -41,7 +41,7 @@ def test_seed_defaults_are_the_configured_ones():
     config = AppConfig.from_context(cdk_json_context())
     r = config.resilience
     assert (r.lambda_timeout_s, r.redis_timeout_ms, r.dynamodb_timeout_ms) == (29, 500, 1000)
-    # the seed's 5-10 s to the LLM is its first-token bound, not a cap on the answer's length
+    # the architecture's 5-10 s to the LLM is its first-token bound, not a cap on the answer's length
     assert r.llm_first_token_timeout_s == 10.0
     assert (r.max_receives, r.backoff_base_s) == (5, 2.0)
 

@@ -1,5 +1,5 @@
 """The circuit breaker in the worker: it opens on real provider failures, fails fast while open
-(nothing reaches the provider, nothing is taken from the queue), tells the user with the seed's event,
+(nothing reaches the provider, nothing is taken from the queue), tells the user with the circuit event,
 keeps the jobs, lets half-open probes close it, and uses the fallback provider while open."""
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_circuit_opens_fails_fast_keeps_jobs_and_probes_close_it(harness, start_
     running = start_worker(settings)
     wait_until(lambda: circuit_is_open(harness.redis), what="the circuit to open")
 
-    # THEN the user hears the seed's event for the job that found the circuit open
+    # THEN the user hears the circuit event for the job that found the circuit open
     wait_until(lambda: [e for e in harness.recorder.events(connection) if e.get("reason") == "circuit_open"],
                what="the circuit-open event")
     event = next(e for e in harness.recorder.events(connection) if e.get("reason") == "circuit_open")
@@ -89,7 +89,7 @@ def test_job_received_while_open_is_delayed_and_the_user_gets_the_seed_event(har
     # WHEN this worker handles the job
     outcome = harness.run(harness.processor().handle(message))
 
-    # THEN it fails fast: no provider call, the seed's event to the user, the job kept (hidden) in the queue
+    # THEN it fails fast: no provider call, the circuit event to the user, the job kept (hidden) in the queue
     assert outcome == Outcome.DELAYED_CIRCUIT_OPEN
     assert harness.fake_llm.stats()["requests"] == 0
     assert harness.recorder.events(connection) == [protocol.circuit_open(job.job_id)]
