@@ -45,11 +45,6 @@ def sqs(resilience: Resilience):
     return _client("sqs", resilience.sqs_timeout_ms)
 
 
-def management_api(endpoint_url: str, resilience: Resilience):
-    """API Gateway Management API (`post_to_connection`) for one WebSocket API stage."""
-    return _client("apigatewaymanagementapi", resilience.sqs_timeout_ms, endpoint_url)
-
-
 def given_or_secret(value: str, arn: str) -> str | None:
     """A secret given directly (local configuration), else read by ARN (AWS), else None."""
     if value:

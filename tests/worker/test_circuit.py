@@ -121,10 +121,12 @@ def test_fallback_provider_answers_while_the_primary_is_open(harness, start_work
 
 def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness, start_worker):
     # GIVEN the shared circuit is open (another worker found the provider failing)
-    settings = harness.configure(breaker_min_calls=2, breaker_open_s=2.5, breaker_half_open_probes=1)
+    # (open 5 s: on a loaded machine the jobs and the worker's start take seconds)
+    settings = harness.configure(breaker_min_calls=2, breaker_open_s=5.0, breaker_half_open_probes=1)
     other_worker = CircuitBreaker(harness.redis, settings.resilience)
     for _ in range(2):
         other_worker.record(other_worker.acquire(), False, None)
+    opened_at = time.monotonic()
     jobs = [harness.send_job("ana", f"kept {i}") for i in range(3)]
 
     # WHEN this worker runs during the open period
@@ -132,7 +134,9 @@ def test_while_open_the_worker_takes_no_job_so_none_spends_its_receives(harness,
     time.sleep(1.0)
 
     # THEN it received nothing: every job still waits visible, its receive count untouched
-    assert harness.queue_counts() == (3, 0)
+    counts = harness.queue_counts()
+    assert time.monotonic() - opened_at < 5.0, "the open period was over before the queue was read"
+    assert counts == (3, 0)
     assert harness.fake_llm.stats()["requests"] == 0
     # AND once the wait is over, a single probe closes the circuit and every job is answered once
     for job in jobs:

@@ -205,11 +205,12 @@ def test_in_process_profile_control_matches_http(fake_llm):
 def test_brisk_answers_are_short_and_quick(fake_llm):
     # GIVEN the default brisk profile WHEN a stream is asked for
     seen = asyncio.run(openai_stream(fake_llm))
-    # THEN it paces (its tokens do not all come at once) yet ends well under 0.2 s, with 10-40 tokens
+    # THEN it paces (its tokens do not all come at once) yet ends in a fraction of a second (about
+    # 0.2 s; the bound leaves room for a loaded machine), with 10-40 tokens
     assert seen.text.startswith(ECHO)
     assert 10 <= len(seen.parts) <= 40
     assert seen.arrivals[0] >= 0.03
-    assert seen.total_s < 0.3
+    assert seen.total_s < 0.5
 
 
 def test_burst_answers_exactly_the_echo_at_once(fake_llm):
@@ -432,7 +433,8 @@ def test_the_stall_fault_pauses_the_stream_after_its_tokens(fake_llm, reader):
     # THEN the 6th token comes about 400 ms after the 5th; every other gap is short
     gaps = seen.gaps
     assert len(seen.parts) == 20
-    assert 0.38 <= gaps[4] < 0.8
+    # (the 5th token read late on a loaded machine shortens the gap as seen, never by half)
+    assert 0.35 <= gaps[4] < 0.8
     assert max(gaps[:4] + gaps[5:]) < 0.15
     assert seen.text.startswith(ECHO)
 

@@ -9,6 +9,8 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
+
 from cloudia import aws, redis_client
 from cloudia.breaker import FALLBACK_BREAKER, PRIMARY_BREAKER, CircuitBreaker
 from cloudia.completed_answers import CompletedAnswers
@@ -19,7 +21,7 @@ from cloudia.job_lease import JobLeases
 from cloudia.jobs import JobStore
 from cloudia.limits import UsageLimits
 from cloudia.llm import LlmProvider, build_fallback_provider, build_provider
-from cloudia.push import Pusher
+from cloudia.push import ConnectionsApi, Pusher
 from cloudia.settings import Settings
 from worker.consumer import LONG_POLL_WAIT_S, Worker
 from worker.healthcheck import health_file
@@ -59,7 +61,9 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
         jobs=JobStore(dynamodb, settings.jobs_table, res),
         history=HistoryStore(dynamodb, settings.history_table, res),
         cache=ContextCache(redis, res.context_ttl_s, res.context_max_messages),
-        pusher=Pusher(aws.management_api(settings.ws_management_endpoint, res),
+        # As many HTTP connections to the gateway as job slots (more pushes at once wait for one).
+        pusher=Pusher(ConnectionsApi.of(settings.ws_management_endpoint, boto3.session.Session(),
+                                        res.sqs_timeout_ms / 1000, max_connections=res.worker_concurrency),
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
         heartbeat_executor=ThreadPoolExecutor(max_workers=HEARTBEAT_THREADS, thread_name_prefix="heartbeat"),

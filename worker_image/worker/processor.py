@@ -86,6 +86,7 @@ class JobProcessor:
     async def aclose(self) -> None:
         """Close the providers' HTTP clients and the asyncio Redis client on the loop that opened them."""
         await self._completed.aclose()
+        await self._pusher.aclose()
         for route in (self.primary, self.fallback):
             close = getattr(route.provider, "aclose", None) if route else None
             if close is not None:
@@ -213,8 +214,8 @@ class JobProcessor:
                     context: list[dict[str, str]], connections: list[str], heartbeat: JobHeartbeat,
                     mark: CallMark) -> Decision:
         async def push_token(text: str) -> int:
-            return await self.io(self._pusher.push, job.user_id, protocol.token(job.job_id, text, mark.attempt),
-                                 connections)
+            return await self._pusher.push(job.user_id, protocol.token(job.job_id, text, mark.attempt),
+                                            connections)
 
         tokens = TokenForwarder(push_token, self._res.token_push_interval_ms / 1000) if connections else None
         on_token = self._probe_reported_at_first_token(route.breaker, permit, tokens) if permit.probe else tokens
@@ -267,7 +268,7 @@ class JobProcessor:
         _, delivered = await asyncio.gather(
             self.io(self._cache.put, job.user_id, job.conversation_id,
                     context + [{"role": ASSISTANT, "content": completion.text, "jobId": job.job_id}]),
-            self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, completion.text, job.conversation_id)))
+            self._pusher.push(job.user_id, protocol.answer(job.job_id, completion.text, job.conversation_id)))
         await self._charge_answer(job, completion)
         self._metrics.job_succeeded()
         logger.info("job answered", extra={**log, "provider": route.provider.name, "delivered_to": delivered,
@@ -388,7 +389,7 @@ class JobProcessor:
         """Push the stored answer again; False if there is none."""
         answer = await self._stored_answer(job)
         if answer is not None:
-            await self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, answer, job.conversation_id))
+            await self._pusher.push(job.user_id, protocol.answer(job.job_id, answer, job.conversation_id))
         return answer is not None
 
     async def _answer_stored_before_a_crash(self, job: Job, context: list[dict[str, str]]) -> bool:
@@ -405,7 +406,7 @@ class JobProcessor:
         await asyncio.gather(
             self.io(self._cache.put, job.user_id, job.conversation_id,
                     context + [{"role": ASSISTANT, "content": text, "jobId": job.job_id}]),
-            self.io(self._pusher.push, job.user_id, protocol.answer(job.job_id, text, job.conversation_id)))
+            self._pusher.push(job.user_id, protocol.answer(job.job_id, text, job.conversation_id)))
         return True
 
     # -- failure paths ------------------------------------------------------------------------
@@ -416,7 +417,7 @@ class JobProcessor:
             # The circuit is open after this failure (it opened, or a half-open probe failed): the
             # provider is down, not this job. The job waits it out and its user hears why now.
             # (With a fallback provider it simply retries on the usual schedule, on the fallback.)
-            await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
+            await self._pusher.push(job.user_id, protocol.circuit_open(job.job_id))
             return await self._hold(job, await self.io(breaker.open_remaining_s), log)
         receives = receive_count(message)
         if receives >= self._res.max_receives:
@@ -429,7 +430,7 @@ class JobProcessor:
 
     async def _circuit_open(self, job: Job, message: dict, permit: Permit, log: dict) -> Decision:
         """Fail fast without touching the provider; keep the job in the queue until the circuit lets it."""
-        await self.io(self._pusher.push, job.user_id, protocol.circuit_open(job.job_id))
+        await self._pusher.push(job.user_id, protocol.circuit_open(job.job_id))
         if permit.state == OPEN:
             delay_s = permit.retry_after_s
         else:  # half-open and every probe slot taken: come back on the usual schedule
@@ -465,10 +466,10 @@ class JobProcessor:
         for step in (
             lambda: self._pusher.push(job.user_id, protocol.error(user_message, job.job_id, reason=reason_code)),
             # What its user was told, in the history, and the job's final state: one request.
-            lambda: self._jobs.finish(job.job_id, FAILED, f"{reason_code}: {detail}", entry=told),
+            lambda: self.io(self._jobs.finish, job.job_id, FAILED, f"{reason_code}: {detail}", entry=told),
         ):
             try:  # best effort: the DLQ copy below is what must not be missed
-                await self.io(step)
+                await step()
             except Exception:  # noqa: BLE001
                 logger.exception("could not record the failure of a job", extra={"job_id": job.job_id})
 

@@ -43,9 +43,10 @@ class TokenForwarder:
             if not delivered:
                 self._stopped = True
             elif self._interval_s and not self._finishing.is_set():
-                try:
-                    await asyncio.wait_for(self._finishing.wait(), max(0.0, started + self._interval_s - loop.time()))
-                except asyncio.TimeoutError:
+                try:  # `asyncio.timeout`, not `wait_for`: no task made for every wait
+                    async with asyncio.timeout(max(0.0, started + self._interval_s - loop.time())):
+                        await self._finishing.wait()
+                except TimeoutError:
                     pass
 
     async def finish(self, bound_s: float) -> None:
