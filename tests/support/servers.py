@@ -11,7 +11,20 @@ import tempfile
 import time
 import urllib.request
 
+from aiohttp import web
+
 from local_runtime.emulator import moto_server_command
+
+
+async def serve_posts(handler) -> tuple[web.AppRunner, str]:
+    """An aiohttp server on the running loop, on a free loopback port, answering every POST with
+    `handler`; its runner (to clean up) and its base URL."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 def free_port() -> int:

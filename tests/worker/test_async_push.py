@@ -13,7 +13,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from cloudia.connections import ConnectionRegistry
 from cloudia.push import ConnectionsApi, Pusher
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve_posts
 
 FRAME = {"event": "token", "jobId": "job-1", "token": "Echo: hi", "attempt": 1}
 # API Gateway's connection ids are base64-like and end in "=": boto3 sends it as "%3D".
@@ -99,13 +99,8 @@ async def _gateway(statuses: list[int]) -> tuple[web.AppRunner, str, list[str]]:
         paths.append(request.raw_path)
         return web.Response(status=statuses.pop(0) if len(statuses) > 1 else statuses[0])
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", post)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/stage", paths
+    runner, url = await serve_posts(post)
+    return runner, f"{url}/stage", paths
 
 
 @pytest.mark.parametrize("statuses, delivered, attempts", [

@@ -12,6 +12,7 @@ from aiohttp import web
 from cloudia.llm import TransientLlmError, build_provider
 from cloudia.llm._sse import EventDecoder
 from cloudia.settings import Resilience, Settings
+from tests.support.servers import serve_posts
 
 MESSAGES = [{"role": "user", "content": "how are you today"}]
 
@@ -100,14 +101,7 @@ async def _serve_stream(chunks: list[bytes], gap_s: float = 0.01) -> tuple[web.A
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_posts(stream)
 
 
 def openai_event(body: dict) -> bytes:
