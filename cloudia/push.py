@@ -27,14 +27,14 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.utils import percent_encode
 
 from cloudia import protocol
+# Attempts per post, the first included: the boto3 clients' own.
+from cloudia.aws import MAX_ATTEMPTS
 from cloudia.connections import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
 
 # The signing name of the Management API (`apigatewaymanagementapi` signs as `execute-api`).
 SIGNING_SERVICE = "execute-api"
-# Attempts per post, the first included, as the boto3 clients' (cloudia.aws.MAX_ATTEMPTS).
-MAX_ATTEMPTS = 2
 # Statuses worth a second attempt: throttled (LimitExceededException) and the service's own errors.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # The pause before a second attempt, drawn up to this (seconds): a token's push is worth little late.
