@@ -689,7 +689,7 @@ class _Run:
         self.invocations: list[Invocation] = []
 
     def invoke(self, role: str, route: str, event: dict, frame_bytes: int = 0, replies: bool = True) -> dict:
-        from local_runtime.gateway import LambdaContext
+        from local_runtime.lambda_runtime import LambdaContext
 
         context = LambdaContext(function_name=f"cloudia-bench-{role}",
                                 timeout_s=self.settings.resilience.lambda_timeout_s, memory_limit_in_mb=self.memory_mb)

@@ -95,7 +95,7 @@ class System:
     gateway_args: tuple[str, ...] = ("--heartbeat-s", "10")
 
     def __post_init__(self):
-        self.stack = up.LocalStack(self.log_dir)
+        self.stack = up.StartedProcesses(self.log_dir)
         self._moto: MotoServer | None = None
         self.redis: RedisServer | None = None
         self.resources: Resources | None = None

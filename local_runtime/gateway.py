@@ -25,29 +25,25 @@ import collections
 import concurrent.futures
 import datetime
 import functools
-import importlib.util
 import json
 import logging
 import os
 import re
 import secrets
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from cloudia import protocol
 from cloudia.routes import AUTHORIZER, CONNECT, DEFAULT, DISCONNECT, MESSAGE_ROUTES, ROUTES, function_id
+from local_runtime.lambda_runtime import FUNCTIONS_DIR, LAMBDA_TIMEOUT_S, LambdaContext, load_function
 
 LOG = logging.getLogger("cloudia.gateway")
 
-ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS_DIR = ROOT / "functions"  # the Lambda asset's handler modules (stacks/components/lambda_code.py)
 DEV_USER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # the page both targets serve
 
@@ -64,8 +60,6 @@ MAX_CONNECTION_S = 7200.0
 HEARTBEAT_S = 30.0
 # Handlers are sync and may block up to the Lambda timeout: a bounded pool, never the event loop.
 HANDLER_THREADS = 16
-LAMBDA_TIMEOUT_S = 29.0
-LAMBDA_MEMORY_MB = 256
 # Shedding a connection that does not keep up. API Gateway documents no per-connection figure (its
 # buffers are its own); here one client must not grow the process that serves everyone. The page has
 # a few frames outstanding at most and the chaos fuzzer pipelines 25: past 64 a client is flooding.
@@ -109,52 +103,6 @@ class GatewayConfig:
             raise ValueError("max_pending_send_bytes must hold at least one message of max_payload_bytes")
         if self.max_frames_in_flight < 1 or self.max_pending_send_messages < 1:
             raise ValueError("max_frames_in_flight and max_pending_send_messages must be at least 1")
-
-
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime hands a handler (Powertools reads these attributes)."""
-
-    function_name: str
-    timeout_s: float
-    memory_limit_in_mb: int = LAMBDA_MEMORY_MB
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = ""
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    _deadline: float = 0.0
-
-    def __post_init__(self):
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self._deadline = time.monotonic() + self.timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def load_function(name: str, *, fresh: bool = False) -> ModuleType:
-    """The handler module functions/<name>.py, loaded from its file as Lambda loads it from the asset's
-    root: as the top-level module `name`, importing the installed `cloudia` package.
-
-    Loaded once, like an import; `fresh` runs the module again, as a cold start does.
-    """
-    path = FUNCTIONS_DIR / f"{name}.py"
-    loaded = sys.modules.get(name)
-    if not fresh and loaded is not None and getattr(loaded, "__file__", None) == str(path):
-        return loaded
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"no handler module at {path}", name=name, path=str(path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def load_handlers(env: Mapping[str, str]) -> dict[str, Handler]:

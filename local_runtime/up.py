@@ -109,7 +109,7 @@ class Child:
 
 
 @dataclass
-class LocalStack:
+class StartedProcesses:
     """What this run started, stopped in reverse order (anything reused is left alone)."""
 
     log_dir: Path
@@ -182,7 +182,7 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
-def start_fake_llm(stack: LocalStack, ports: Ports, profile: str | None = None) -> str:
+def start_fake_llm(stack: StartedProcesses, ports: Ports, profile: str | None = None) -> str:
     """The fake LLM, writing answers at the pace of `profile` (its own default, `model`, if None)."""
     url = f"http://localhost:{ports.llm}"
     if port_answers(ports.llm):
@@ -195,7 +195,7 @@ def start_fake_llm(stack: LocalStack, ports: Ports, profile: str | None = None) 
     return url
 
 
-def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra_args: Sequence[str] = ()) -> str:
+def start_gateway(stack: StartedProcesses, env: Mapping[str, str], ports: Ports, extra_args: Sequence[str] = ()) -> str:
     url = f"http://localhost:{ports.gateway}"
     if port_answers(ports.gateway):
         raise StepFailed(f"port {ports.gateway} is already in use, so the gateway cannot start there",
@@ -207,7 +207,7 @@ def start_gateway(stack: LocalStack, env: Mapping[str, str], ports: Ports, extra
     return url
 
 
-def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
+def start_worker(stack: StartedProcesses, env: Mapping[str, str]) -> Child:
     # The worker finishes its in-flight jobs within its shutdown grace: wait that long before killing it.
     grace_s = float(env.get("WORKER_SHUTDOWN_GRACE_S", Resilience().worker_shutdown_grace_s)) + STOP_GRACE_S / 2
     child = stack.spawn("worker", [sys.executable, "-m", "worker"], child_env(env),
@@ -219,7 +219,7 @@ def start_worker(stack: LocalStack, env: Mapping[str, str]) -> Child:
     return child
 
 
-def start_services(stack: LocalStack, runtime_env: Mapping[str, str], ports: Ports,
+def start_services(stack: StartedProcesses, runtime_env: Mapping[str, str], ports: Ports,
                    aws_endpoint: str | None = None, gateway_args: Sequence[str] = (),
                    gateway_url: str = "", llm_url: str = "", llm_profile: str | None = None) -> dict[str, str]:
     """Fake LLM, gateway and worker for a deployment whose functions run with `runtime_env`."""
@@ -233,7 +233,7 @@ def start_services(stack: LocalStack, runtime_env: Mapping[str, str], ports: Por
     return env
 
 
-def ensure_redis(stack: LocalStack, port: int) -> str:
+def ensure_redis(stack: StartedProcesses, port: int) -> str:
     url = f"redis://localhost:{port}/0"
     if port_answers(port):
         detail(f"reusing the Redis already on :{port}")
@@ -259,7 +259,7 @@ def ensure_redis(stack: LocalStack, port: int) -> str:
     return url
 
 
-def ensure_emulator(stack: LocalStack, port: int) -> str:
+def ensure_emulator(stack: StartedProcesses, port: int) -> str:
     reused = port_answers(port)
     try:
         endpoint, stop = emulator.ensure_emulator(port=port)
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(log_dir)
+    stack = StartedProcesses(log_dir)
 
     def on_signal(_signum, _frame):
         raise KeyboardInterrupt

@@ -8,7 +8,6 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
 
 import boto3
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from cloudia import chat, redis_client
 from cloudia.settings import Settings, resilience_env
 from cloudia.routes import HANDLERS, ROUTES
-from local_runtime.gateway import load_function
+from local_runtime.lambda_runtime import LambdaContext, load_function
 from local_runtime.identity import LocalUserPool
 from tests.support.cognito_tokens import mint
 
@@ -30,19 +29,9 @@ API_ID, STAGE, REGION, ACCOUNT = "a1b2c3d4e5", "test", "us-east-1", "12345678901
 _request_ids = itertools.count(1)
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "cloudia-websocket-test"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:cloudia-websocket-test"
-    aws_request_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
-    timeout_s: float = 29.0
-
-    def __post_init__(self):
-        self._deadline = time.monotonic() + self.timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+def lambda_context() -> LambdaContext:
+    """The context of a test's invocation: one function, Lambda's timeout and memory."""
+    return LambdaContext(function_name="cloudia-websocket-test")
 
 
 def request_context(route_key: str, connection_id: str, event_type: str, authorizer: dict | None) -> dict:
@@ -147,13 +136,13 @@ class Functions:
     def open_connection(self, user_id: str, connection_id: str | None = None) -> str:
         connection_id = connection_id or f"conn-{uuid.uuid4().hex[:12]}="
         response = self.modules["connect"].handler(connect_event(connection_id, self.token(user_id)),
-                                                   FakeLambdaContext())
+                                                   lambda_context())
         assert response["statusCode"] == 200, response
         return connection_id
 
     def send(self, connection_id: str, frame, route_key: str = "sendMessage", **kwargs) -> dict:
         module = self.modules[ROUTES.get(route_key, "default")]
-        return module.handler(message_event(route_key, connection_id, frame, **kwargs), FakeLambdaContext())
+        return module.handler(message_event(route_key, connection_id, frame, **kwargs), lambda_context())
 
     def queued_jobs(self) -> list[dict]:
         """Every message on the jobs queue (received and left to reappear after the test)."""

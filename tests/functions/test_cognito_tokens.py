@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudia import auth
 from local_runtime.identity import LocalUserPool, cognito
-from tests.functions.conftest import FakeLambdaContext, authorizer_event, body_of, connect_event
+from tests.functions.conftest import lambda_context, authorizer_event, body_of, connect_event
 from tests.support.cognito_tokens import emulator_signing_key, mint
 
 
@@ -44,10 +44,10 @@ def signed_in(functions):
 def _refused_by_both(functions, token: str, caplog) -> list[str]:
     """Try `token` with the authorizer (AWS) and `$connect` (local); both must refuse: the reasons."""
     with pytest.raises(Exception, match="^Unauthorized$"):
-        functions.authorizer.handler(authorizer_event("conn-a=", token), FakeLambdaContext())
+        functions.authorizer.handler(authorizer_event("conn-a=", token), lambda_context())
     authorizer_reason = next(r.reason for r in reversed(caplog.records) if r.getMessage() == "connection refused")
     caplog.clear()
-    response = functions.connect.handler(connect_event("conn-c=", token), FakeLambdaContext())
+    response = functions.connect.handler(connect_event("conn-c=", token), lambda_context())
     assert response["statusCode"] == 401
     assert functions.service.connections.user_of("conn-c=") is None
     return [authorizer_reason, body_of(response)["reason"]]
@@ -56,9 +56,9 @@ def _refused_by_both(functions, token: str, caplog) -> list[str]:
 @pytest.mark.parametrize("kind", ["AccessToken", "IdToken"])
 def test_a_signed_in_users_id_and_access_tokens_open_a_connection_as_their_sub(functions, signed_in, kind):
     tokens, sub = signed_in
-    policy = functions.authorizer.handler(authorizer_event("conn-1=", tokens[kind]), FakeLambdaContext())
+    policy = functions.authorizer.handler(authorizer_event("conn-1=", tokens[kind]), lambda_context())
     assert policy["principalId"] == sub and policy["context"] == {"userId": sub}
-    response = functions.connect.handler(connect_event("conn-2=", tokens[kind]), FakeLambdaContext())
+    response = functions.connect.handler(connect_event("conn-2=", tokens[kind]), lambda_context())
     assert response["statusCode"] == 200
     assert functions.service.connections.user_of("conn-2=") == sub
 
@@ -157,7 +157,7 @@ def test_the_key_set_is_fetched_once_per_process(functions, signed_in):
     auth._jwks_client.cache_clear()
     for connection in ("conn-k1=", "conn-k2=", "conn-k3="):
         assert functions.connect.handler(connect_event(connection, tokens["AccessToken"]),
-                                         FakeLambdaContext())["statusCode"] == 200
+                                         lambda_context())["statusCode"] == 200
     client = auth._jwks_client(functions.user_pool.jwks_url)
     assert auth._jwks_client.cache_info().misses == 1
     assert client.jwk_set_cache is not None and not client.jwk_set_cache.is_expired()

@@ -104,9 +104,9 @@ def test_any_other_frame_gets_an_error_event_that_says_why(functions, body, reas
 
 
 def test_an_event_without_a_connection_id_is_an_error_not_a_crash(functions, ):
-    from tests.functions.conftest import FakeLambdaContext
+    from tests.functions.conftest import lambda_context
 
     for module in (functions.default, functions.send_message, functions.connect, functions.disconnect):
-        response = module.handler({"body": "{}"}, FakeLambdaContext())
+        response = module.handler({"body": "{}"}, lambda_context())
         assert response["statusCode"] == 400
         assert body_of(response)["reason"] == "missing_connection_id"

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from cloudia.schema import connection_key, user_connections_key
-from tests.functions.conftest import FakeLambdaContext, body_of, connect_event, disconnect_event
+from tests.functions.conftest import lambda_context, body_of, connect_event, disconnect_event
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -29,13 +29,13 @@ FRAMES = {
 
 def open_on_aws(functions, connection_id: str) -> str:
     """A connection as API Gateway opens it: the authorizer ran, `$connect` carries its user."""
-    response = functions.connect.handler(connect_event(connection_id, authorizer=AUTHORIZER), FakeLambdaContext())
+    response = functions.connect.handler(connect_event(connection_id, authorizer=AUTHORIZER), lambda_context())
     assert response["statusCode"] == 200, response
     return connection_id
 
 
 def disconnect(functions, connection_id: str) -> dict:
-    return functions.disconnect.handler(disconnect_event(connection_id), FakeLambdaContext())
+    return functions.disconnect.handler(disconnect_event(connection_id), lambda_context())
 
 
 def in_flight(functions, connection_id: str, frame: str) -> dict:

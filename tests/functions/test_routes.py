@@ -2,7 +2,7 @@
 import ast
 
 from cloudia import frames, routes
-from local_runtime.gateway import FUNCTIONS_DIR
+from local_runtime.lambda_runtime import FUNCTIONS_DIR
 
 
 def test_every_route_is_served_by_a_handler_module_with_a_handler_function():

@@ -14,7 +14,7 @@ import pytest
 from cloudia import limits
 from cloudia.history import USER
 from cloudia.schema import connection_key
-from tests.functions.conftest import FakeLambdaContext, body_of, connect_event, disconnect_event
+from tests.functions.conftest import lambda_context, body_of, connect_event, disconnect_event
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -24,15 +24,15 @@ def with_resilience(functions_with, settings, **changes):
 
 
 def connect(functions, connection_id: str, user: str = "alice") -> dict:
-    return functions.connect.handler(connect_event(connection_id, functions.token(user)), FakeLambdaContext())
+    return functions.connect.handler(connect_event(connection_id, functions.token(user)), lambda_context())
 
 
 def connect_on_aws(functions, connection_id: str, user: str = "alice") -> dict:
-    return functions.connect.handler(connect_event(connection_id, authorizer={"userId": user}), FakeLambdaContext())
+    return functions.connect.handler(connect_event(connection_id, authorizer={"userId": user}), lambda_context())
 
 
 def disconnect(functions, connection_id: str) -> dict:
-    return functions.disconnect.handler(disconnect_event(connection_id), FakeLambdaContext())
+    return functions.disconnect.handler(disconnect_event(connection_id), lambda_context())
 
 
 @pytest.fixture

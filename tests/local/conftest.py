@@ -48,7 +48,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class RunningStack:
     ports: up.Ports
     env: dict
-    stack: up.LocalStack
+    stack: up.StartedProcesses
     gateway_args: list
 
     @property
@@ -104,7 +104,7 @@ def local_stack(request, resources, tmp_path: Path):
     gateway_port, llm_port = free_ports(2)
     ports = up.Ports(gateway=gateway_port, emulator=0, redis=0, llm=llm_port)
     runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE}
-    stack = up.LocalStack(tmp_path)
+    stack = up.StartedProcesses(tmp_path)
     marker = request.node.get_closest_marker("gateway_args")
     gateway_args = ["--heartbeat-s", "5", *(marker.args if marker else ())]
     try:
