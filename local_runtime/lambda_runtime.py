@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from cloudia.settings import Resilience
+
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = ROOT / "functions"  # the Lambda asset's handler modules (stacks/components/lambda_code.py)
-LAMBDA_TIMEOUT_S = 29.0
+LAMBDA_TIMEOUT_S = float(Resilience().lambda_timeout_s)  # the functions' timeout, as the stacks set it
 LAMBDA_MEMORY_MB = 256
 
 
@@ -20,7 +22,7 @@ LAMBDA_MEMORY_MB = 256
 class LambdaContext:
     """What the Lambda runtime hands a handler (Powertools reads these attributes)."""
 
-    function_name: str = "cloudia-local-function"
+    function_name: str
     timeout_s: float = LAMBDA_TIMEOUT_S
     memory_limit_in_mb: int = LAMBDA_MEMORY_MB
     function_version: str = "$LATEST"
