@@ -163,15 +163,16 @@ class JobStore:
         retried it since the message `retry` was queued. Either way the row as it was comes back.
 
         `recall_of`: the job reads `calling` with a stopped heartbeat and this is a recall, allowed
-        while fewer than `recall_of` calls in a row were cut by a crash. The mark carries a token of this call, so a
-        retry of this very write (its reply lost to a timeout) is not taken for another call."""
+        while fewer than `recall_of` calls in a row were cut by a crash. The mark carries a token of this call: a
+        retry of this very write (botocore's, its reply lost to a timeout) is refused, and the refusal shows
+        the token, so it is this call's mark, counted once, not another call's."""
         token = uuid.uuid4().hex
         if recall_of is None:
-            condition = "attribute_not_exists(#s) OR #k = :token OR (#s <> :answered AND #s <> :calling)"
+            condition = "attribute_not_exists(#s) OR (#s <> :answered AND #s <> :calling)"
             counters, names, values = "#a :one", {}, {":answered": {"S": ANSWERED}}
         else:
-            condition = ("#k = :token OR (#s = :calling AND #h < :stale_before AND "
-                         "(attribute_not_exists(#x) OR #x < :max_recalls))")
+            condition = ("#s = :calling AND #k <> :token AND #h < :stale_before AND "
+                         "(attribute_not_exists(#x) OR #x < :max_recalls)")
             counters = "#a :one, #r :one, #x :one"
             names = {"#r": RECALLS_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE}
             values = {":stale_before": {"N": str(stale_before_ms)}, ":max_recalls": {"N": str(recall_of)}}
@@ -189,7 +190,10 @@ class JobStore:
                                            ":one": {"N": "1"}, ":retry": {"N": str(retry)}, **values},
                 ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except self._db.exceptions.ConditionalCheckFailedException as refused:
-            return CallStart(None, plain(refused.response.get("Item") or {}) or None)
+            record = plain(refused.response.get("Item") or {})
+            if record.get(CALL_TOKEN_ATTRIBUTE) == token:  # this write, landed before its retry
+                return CallStart(CallMark(token, int(record[ATTEMPTS_ATTRIBUTE])), record)
+            return CallStart(None, record or None)
         before = plain(reply.get("Attributes") or {})
         return CallStart(CallMark(token, int(before.get(ATTEMPTS_ATTRIBUTE) or 0) + 1), before or None)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import boto3
 
 from cloudia.history import ERROR
-from cloudia.jobs import ANSWERED, ATTEMPTS_ATTRIBUTE, CALLING, FAILED, QUEUED, RECALLS_ATTRIBUTE, JobStore, now_ms
+from cloudia.jobs import (ANSWERED, ATTEMPTS_ATTRIBUTE, CALL_TOKEN_ATTRIBUTE, CALLING, FAILED, QUEUED,
+                         RECALLS_ATTRIBUTE, JobStore, now_ms)
 from tests.worker.conftest import wait_until
 from worker.decisions import Outcome
 
@@ -251,3 +252,35 @@ def test_a_retried_call_mark_whose_first_reply_was_lost_is_still_this_calls_own(
     assert flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
     # AND a different call is still refused while the mark is fresh
     assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
+
+
+class RepliesLostOnce:
+    """A DynamoDB client whose first reply to each `update_item` is lost: the write lands, then
+    botocore sends the very same request again (its retry after a read timeout)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.exceptions = client.exceptions
+
+    def update_item(self, **request):
+        self._client.update_item(**request)
+        return self._client.update_item(**request)
+
+
+def test_a_call_mark_whose_reply_was_lost_and_retried_counts_one_attempt(harness):
+    # GIVEN a job, and a DynamoDB whose reply to the call's mark is lost, so the write is sent twice
+    harness.configure()
+    job = harness.send_job("ana", "lost reply")
+    jobs = harness.jobs
+    jobs._db = RepliesLostOnce(jobs._db)
+
+    # WHEN the worker marks the call, and later a crash's recall marks it again
+    first = jobs.start_call(job.job_id, stale_before_ms=now_ms()).mark
+    recall = jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=2).mark
+
+    # THEN each mark is this worker's and counts once: attempts 1 and 2, one recall
+    assert first is not None and first.attempt == 1
+    assert recall is not None and recall.attempt == 2
+    record = harness.jobs.get(job.job_id)
+    assert (int(record[ATTEMPTS_ATTRIBUTE]), int(record[RECALLS_ATTRIBUTE])) == (2, 1)
+    assert record[CALL_TOKEN_ATTRIBUTE] == recall.token
