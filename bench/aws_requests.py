@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import resource
 import secrets
 import statistics
 import sys
@@ -884,6 +883,8 @@ def _measured_session(run: _Run, settings, logs: LogBytes, messages: int, burst:
                       message_chars: int) -> dict:
     """The counted part: a new connection, the messages and their answers, pings, the worker's
     shutdown (its last metrics flush) and `$disconnect`."""
+    from tests.support.cpu import own_cpu_s
+
     counter = run.counter
     counter.calls.clear()
     counter.created.clear()
@@ -895,7 +896,7 @@ def _measured_session(run: _Run, settings, logs: LogBytes, messages: int, burst:
     if not burst:
         worker.start()
         time.sleep(0.5)  # its first long poll is open, as a running worker's always is
-    cpu0, main_cpu0, hook0 = _process_cpu_s(), time.thread_time(), counter.worker_hook_cpu_s
+    cpu0, main_cpu0, hook0 = own_cpu_s(), time.thread_time(), counter.worker_hook_cpu_s
     connection = run.open_connection()
     if burst:
         for n in range(messages):
@@ -909,7 +910,7 @@ def _measured_session(run: _Run, settings, logs: LogBytes, messages: int, burst:
             run.send(connection, _question(n + 1, message_chars), CONVERSATION)
             worker.wait_for(n + 1)
             run.ping(connection)
-    worker_cpu_s = (_process_cpu_s() - cpu0) - (time.thread_time() - main_cpu0) \
+    worker_cpu_s = (own_cpu_s() - cpu0) - (time.thread_time() - main_cpu0) \
         - (counter.worker_hook_cpu_s - hook0)
     receipts = set(counter.delete_times)
     worker.stop()
@@ -919,11 +920,6 @@ def _measured_session(run: _Run, settings, logs: LogBytes, messages: int, burst:
     return {"answered": outcomes.get("answered", 0), "outcomes": outcomes, "worker_cpu_s": worker_cpu_s,
             "worker_log_bytes": logs.bytes["worker"] - worker_logged_before, "receipts": receipts,
             "roles_measured": {"authorizer", "connect", "sendMessage", "ping", "disconnect"}}
-
-
-def _process_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 # -- printing -----------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,20 +40,10 @@ from cloudia.connections import ConnectionRegistry
 from cloudia.jobs import Job, now_ms
 from cloudia.settings import Resilience
 from tests.support.aws_resources import create_resources
+from tests.support.cpu import own_cpu_s, process_cpu_s
 from tests.support.servers import MotoServer, RedisServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 USERS = 50
@@ -110,14 +99,14 @@ def one_run(settings, jobs: int, others: dict[str, int]) -> tuple[float, float, 
     with contextlib.redirect_stdout(io.StringIO()):  # the EMF metric lines
         thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
         others_before = {name: process_cpu_s(pid) for name, pid in others.items()}
-        cpu_before, started = cpu_s(), time.monotonic()
+        cpu_before, started = own_cpu_s(), time.monotonic()
         thread.start()
         while sum(worker.outcomes.values()) < jobs:
             time.sleep(0.01)
             if time.monotonic() - started > 600:
                 raise TimeoutError(f"only {worker.outcomes} after 600 s")
         elapsed = time.monotonic() - started
-        cpu_used = cpu_s() - cpu_before
+        cpu_used = own_cpu_s() - cpu_before
         others_ms = {name: (process_cpu_s(pid) - others_before[name]) * 1000 / jobs for name, pid in others.items()}
         loop.call_soon_threadsafe(worker.request_stop)
         thread.join(30)

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         for number in args.scenario or sorted(SCENARIOS):
             started = time.monotonic()
             print(f"\n-- scenario {number} ({profile.name}) ...", flush=True)
-            kwargs = {"timeline_path": args.timeline} if number == 1 and args.timeline else {}
+            kwargs = {"emulator_pid": moto.pid, **({"timeline_path": args.timeline} if args.timeline else {})} \
+                if number == 1 else {}
             outcome = asyncio.run(SCENARIOS[number](profile, log_dir, aws_endpoint=moto.endpoint, **kwargs))
             outcome.figures.pop("_raw", None)
             print(render(outcome), flush=True)

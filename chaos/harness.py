@@ -24,6 +24,7 @@ from cloudia.jobs import ANSWER_COMPLETE_LOG, RECALLS_ATTRIBUTE, RECOVERED_DETAI
 from cloudia.settings import Resilience, Settings, resilience_env, resilience_from
 from local_runtime import up
 from tests.support.aws_resources import Resources, create_resources
+from tests.support.cpu import own_cpu_s, process_cpu_s
 from tests.support.servers import MotoServer, RedisServer, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ FAST_RESILIENCE = {
     "JOB_LIVENESS_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     "WORKER_POLL_WAIT_S": "1",
-    "WORKER_CONCURRENCY": "32",
+    "WORKER_CONCURRENCY": "128",
     "DLQ_SWEEP_S": "5",
 }
 # A worker killed with SIGKILL leaves its jobs invisible until their last heartbeat's extension runs
@@ -93,6 +94,7 @@ class System:
     queue_visibility_s: int = CHAOS_QUEUE_VISIBILITY_S
     llm_profile: Mapping[str, int] = field(default_factory=lambda: dict(CHAOS_LLM_PROFILE))
     gateway_args: tuple[str, ...] = ("--heartbeat-s", "10")
+    emulator_pid: int | None = None  # the emulator already running, to count its CPU with the rest
 
     def __post_init__(self):
         self.stack = up.StartedProcesses(self.log_dir)
@@ -102,6 +104,7 @@ class System:
         self.env: dict[str, str] = {}
         self.ports: up.Ports | None = None
         self.worker_restarts = 0
+        self._cpu_of_the_ended: Counter[str] = Counter()  # CPU seconds of stopped children, by name
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "System":
@@ -109,6 +112,7 @@ class System:
         if not self.aws_endpoint:
             self._moto = MotoServer().start()
             self.aws_endpoint = self._moto.endpoint
+            self.emulator_pid = self._moto.pid
         os.environ.update(aws_environment(self.aws_endpoint))
         self.redis = RedisServer().start()
         self.resources = create_resources(Resilience(), redis_url=self.redis.url)
@@ -201,16 +205,34 @@ class System:
         worker = next((c for c in self.stack.children if c.name == "worker"), None)
         if worker is None:
             return
+        cpu_s = process_cpu_s(worker.proc.pid)
         os.kill(worker.proc.pid, sig)
         worker.proc.wait(timeout=worker.stop_timeout_s)
         self.stack.children.remove(worker)
+        self._cpu_of_the_ended[worker.name] += cpu_s  # a SIGTERM's shutdown is not counted
 
     def start_worker(self) -> None:
         up.start_worker(self.stack, self.env)
         self.worker_restarts += 1
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds spent so far by each part of the system, by name (a restarted worker's lives
+        summed; the emulator's when its process is known; "clients" is this process)."""
+        spent = Counter(self._cpu_of_the_ended)
+        for child in self.stack.children:
+            if child.proc.poll() is None:
+                spent[child.name] += process_cpu_s(child.proc.pid)
+        if self.emulator_pid is not None:
+            spent["emulator (moto)"] = process_cpu_s(self.emulator_pid)
+        if self.redis is not None:
+            spent["redis"] += process_cpu_s(self.redis.pid)
+        spent["clients"] = own_cpu_s()
+        return dict(spent)
+
     def restart_redis(self) -> None:
-        _started(self.redis, "Redis").restart()
+        redis = _started(self.redis, "Redis")
+        self._cpu_of_the_ended["redis"] += process_cpu_s(redis.pid)
+        redis.restart()
 
     def wait_dlq_visible(self, timeout_s: float = 45.0) -> None:
         """Until no DLQ message is hidden by a lease (a look, or the worker's sweep: 30 s, see

@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine
 from chaos import fuzz
 from chaos.accounting import Outcome, account, percentiles_ms, settle
 from chaos.clients import ChatClient, Ledger
-from chaos.harness import ROOT, System
+from chaos.harness import FAST_RESILIENCE, ROOT, System
 from chaos.recording_llm import POISON_MARKER
 from cloudia.jobs import ANSWERED, CALLING
 
@@ -67,9 +67,11 @@ ERROR_SHARE, TIMEOUT_SHARE, THROTTLE_SHARE = 0.20, 0.05, 0.05
 LOAD_LIMITS = {"RATE_LIMIT_PER_MINUTE": "1000000", "DAILY_TOKEN_BUDGET": "1000000000",
                # Its clients ping every 2 s while they wait (a page pings every 30 s).
                "FRAME_RATE_LIMIT_PER_MINUTE": "1000000",
-               # 30 % faults are the weather of this run, not an outage: a window of a few streamed
-               # calls would open the circuit by chance (3 failures of 5 is common at 30 %).
-               "BREAKER_MIN_CALLS": "20"}
+               # 30 % faults are the weather of this run, not an outage. A failure is back at once and an
+               # answer takes seconds, so a window's first outcomes, when the worker starts its
+               # concurrency's calls together, are nearly all failures: the circuit waits for more
+               # outcomes than that burst (else it opens at every worker start, by chance of order).
+               "BREAKER_MIN_CALLS": str(int(FAST_RESILIENCE["WORKER_CONCURRENCY"]) * 3 // 2)}
 # Scenario 1: its harms come at least this far apart, past a redelivery (the queue's visibility) and a
 # recalled answer, so each fault is met on its own. Two kills within one recall are a crash loop, which
 # sends the job to the DLQ by design (tests/worker/test_cut_calls.py); a Redis restart between a kill
@@ -105,16 +107,21 @@ async def _close(clients: list[ChatClient]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+def cpu_shares(cpu_s: dict[str, float], elapsed_s: float) -> dict[str, float]:
+    """Each process's CPU over a run as cores busy on average, the busiest first."""
+    return {name: round(spent / elapsed_s, 2) for name, spent in sorted(cpu_s.items(), key=lambda kv: -kv[1])}
+
+
 def _run_id() -> str:
     return f"{int(time.time())}-{os.getpid()}"
 
 
 # -- 1. load under LLM faults, worker SIGKILLs and a Redis restart ----------------------------------
 async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str | None = None,
-                            timeline_path: Path | None = None) -> Outcome:
+                            timeline_path: Path | None = None, emulator_pid: int | None = None) -> Outcome:
     run = _run_id()
     with System(log_dir / "1-load", env_overrides=LOAD_LIMITS, aws_endpoint=aws_endpoint,
-                llm_profile=dict(profile.llm_profile)) as system:
+                llm_profile=dict(profile.llm_profile), emulator_pid=emulator_pid) as system:
         system.faults(**mixed_faults())
         ledger = Ledger()
         clients = await _clients(system, ledger, profile.load_clients, "load")
@@ -171,11 +178,12 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
                     missed = await client.ping() or missed
                     last_ping = time.monotonic()
 
-        started = time.time()
+        started, cpu_before = time.time(), system.cpu_seconds()
         await asyncio.gather(harm_driver(), *(one_client(c, n) for c, n in zip(clients, per_client)))
         sent_s = time.time() - started
         settled = await settle(system, ledger, profile.load_settle_s)
         finished = time.time()
+        cpu_s = {name: spent - cpu_before.get(name, 0.0) for name, spent in system.cpu_seconds().items()}
         await _close(clients)
         outcome = account("1 load under LLM faults, worker SIGKILLs, Redis restart", system, ledger)
         recalls, recovered = system.recalls()
@@ -192,6 +200,9 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
                 sum(s.answered_by_history for s in ledger.sent),
             "sending took (s)": round(sent_s, 1),
             "all settled after (s)": round(finished - started, 1),
+            "answers per second (answered / all settled after)": round(outcome.answered / (finished - started), 1),
+            "CPU by process, cores (of the machine's)": cpu_shares(cpu_s, finished - started),
+            "CPU ms per answer, all processes": round(sum(cpu_s.values()) * 1000 / max(outcome.answered, 1), 1),
             "send-to-answer latency, answered live (ms)": percentiles_ms(latencies),
             "LLM requests": system.llm_stats(),
             "LLM profile": system.llm_profile,

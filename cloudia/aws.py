@@ -17,32 +17,38 @@ from cloudia.settings import Resilience
 
 # Attempts per call, first try included: 2 keeps a DynamoDB call within ~2 x 1 s plus backoff.
 MAX_ATTEMPTS = 2
+# HTTP connections a client keeps for reuse: botocore's default, enough for a function's one thread.
+# A caller with more threads calling at once (the worker) asks for one each; past the pool, every call
+# opens a TCP connection of its own and drops it.
+POOL_CONNECTIONS = 10
 # A secret is fetched again after an hour: well inside the Redis AUTH token's 30-day rotation.
 SECRET_MAX_AGE_S = 3600
 
 
-def client_config(timeout_ms: int, max_attempts: int = MAX_ATTEMPTS) -> Config:
+def client_config(timeout_ms: int, max_attempts: int = MAX_ATTEMPTS,
+                  max_connections: int = POOL_CONNECTIONS) -> Config:
     seconds = timeout_ms / 1000
     return Config(
         connect_timeout=seconds,
         read_timeout=seconds,
         retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max_connections,
     )
 
 
 @built_once(maxsize=None)
-def _client(service: str, timeout_ms: int, endpoint_url: str | None = None):
+def _client(service: str, timeout_ms: int, max_connections: int = POOL_CONNECTIONS):
     return boto3.session.Session().client(
-        service, config=client_config(timeout_ms), endpoint_url=endpoint_url
+        service, config=client_config(timeout_ms, max_connections=max_connections)
     )
 
 
-def dynamodb(resilience: Resilience):
-    return _client("dynamodb", resilience.dynamodb_timeout_ms)
+def dynamodb(resilience: Resilience, max_connections: int = POOL_CONNECTIONS):
+    return _client("dynamodb", resilience.dynamodb_timeout_ms, max_connections)
 
 
-def sqs(resilience: Resilience):
-    return _client("sqs", resilience.sqs_timeout_ms)
+def sqs(resilience: Resilience, max_connections: int = POOL_CONNECTIONS):
+    return _client("sqs", resilience.sqs_timeout_ms, max_connections)
 
 
 def given_or_secret(value: str, arn: str) -> str | None:

@@ -40,7 +40,9 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     res = settings.resilience
     metrics = WorkerMetrics(settings.metrics_namespace)
     redis = redis_client.client(settings)
-    dynamodb = aws.dynamodb(res)
+    # One pooled connection per thread that may call AWS at once.
+    io_threads = res.worker_concurrency + EXTRA_IO_THREADS
+    dynamodb = aws.dynamodb(res, max_connections=io_threads + HEARTBEAT_THREADS)
 
     def on_transition(name: str, state: str, scope: str) -> None:
         if state == "open":
@@ -54,10 +56,10 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     fallback_route = None
     if fallback is not None:
         fallback_route = Route(fallback, CircuitBreaker(redis, res, FALLBACK_BREAKER, on_transition))
-    executor = ThreadPoolExecutor(max_workers=res.worker_concurrency + EXTRA_IO_THREADS, thread_name_prefix="io")
+    executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
     processor = JobProcessor(
         settings,
-        sqs=aws.sqs(res),
+        sqs=aws.sqs(res, max_connections=io_threads + HEARTBEAT_THREADS),
         jobs=JobStore(dynamodb, settings.jobs_table, res),
         history=HistoryStore(dynamodb, settings.history_table, res),
         cache=ContextCache(redis, res.context_ttl_s, res.context_max_messages),

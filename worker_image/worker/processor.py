@@ -476,7 +476,8 @@ class JobProcessor:
     async def settle_dead_letter(self, message: dict) -> None:
         """A message SQS moved to the DLQ by itself, after its last receive was lost (a worker died
         during the job's last attempt): the job fails and its user is told, as when the worker
-        dead-letters a job, and the DLQ copy is replaced by one that says why."""
+        dead-letters a job, and the DLQ copy is replaced by one that says why. The late copy of an
+        answered job is dropped."""
         receives = receive_count(message) - 1  # this look was a receive too
         detail = f"SQS moved it after {receives} receives; the last attempt ended with its worker"
         try:
@@ -484,13 +485,20 @@ class JobProcessor:
         except (ValueError, TypeError, KeyError):
             job = None
         record = await self.io(self._jobs.get, job.job_id) if job else None
-        if job is not None and (record or {}).get("status") not in (ANSWERED, FAILED):
+        dlq_url = self._settings.jobs_dlq_url
+        if job is not None and (record or {}).get("status") == ANSWERED:
+            # Answered and stored, its delete too late (a Redis outage held the job past its
+            # visibility): nothing failed and nothing is left to redrive.
+            await self.io(self._sqs.delete_message, QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            logger.info("an answered job's late copy, moved by SQS: dropped from the DLQ",
+                        extra={"job_id": job.job_id, "receive_count": receives})
+            return
+        if job is not None and (record or {}).get("status") != FAILED:
             await self._tell_failure(job, protocol.INTERRUPTED_MESSAGE, "max_receives", detail)
             await self._settle(job, 0)
             self._metrics.job_failed("max_receives")
         attributes = {**sendable_attributes(message.get("MessageAttributes", {})),
                       **failure_attributes(f"max_receives: {detail}", "max_receives", receives)}
-        dlq_url = self._settings.jobs_dlq_url
         await self.io(self._sqs.send_message, QueueUrl=dlq_url, MessageBody=message["Body"],
                       MessageAttributes=attributes)
         await self.io(self._sqs.delete_message, QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
