@@ -43,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos suite, {profile.name} form ({profile.load_messages} messages in scenario 1); logs in {log_dir}",
           flush=True)
     moto = MotoServer().start()
+    emulators = {"emulator (moto)": moto.pid}
     failed = []
     try:
         for number in args.scenario or sorted(SCENARIOS):
             started = time.monotonic()
             print(f"\n-- scenario {number} ({profile.name}) ...", flush=True)
-            kwargs = {"emulator_pid": moto.pid, **({"timeline_path": args.timeline} if args.timeline else {})} \
+            kwargs = {"emulator_pids": emulators, **({"timeline_path": args.timeline} if args.timeline else {})} \
                 if number == 1 else {}
             outcome = asyncio.run(SCENARIOS[number](profile, log_dir, aws_endpoint=moto.endpoint, **kwargs))
             outcome.figures.pop("_raw", None)

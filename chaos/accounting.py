@@ -48,6 +48,9 @@ class Outcome:
     unread_recalled: int = 0
     two_answers: int = 0
     lost_jobs: list[str] = field(default_factory=list)
+    # jobId -> its failure class, of each job in the DLQ; jobId -> its LLM calls that did not finish
+    dead_letters: dict[str, str] = field(default_factory=dict)
+    unfinished_calls: Counter[str] = field(default_factory=Counter)
     duplicated_jobs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)  # of any shape: counts, tables, raw values
@@ -84,7 +87,7 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
     worker_had = system.answers_the_worker_had()
-    out = Outcome(scenario, sent=len(ledger.sent))
+    out = Outcome(scenario, sent=len(ledger.sent), dead_letters=in_dlq)
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
     out.figures["whole answers the workers had (their logs)"] = sum(worker_had.values())
     out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
@@ -111,6 +114,7 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
             out.lost += 1
             out.lost_jobs.append(f"{job} (row {states.get(job)}, in DLQ {job in in_dlq}, errors {sent.errors})")
         charged = completions.get(sent.text, 0)
+        out.unfinished_calls[job] = len(served["attempts"].get(sent.text, [])) - charged
         distinct = len(set(sent.answers))
         if charged > 1 and worker_had[job] <= 1 and distinct <= 1:
             out.unread_recalled += 1

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, TypeVar
@@ -43,6 +43,7 @@ FAST_RESILIENCE = {
     "JOB_LIVENESS_S": "6",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     "WORKER_POLL_WAIT_S": "1",
+    # Slots for answers that stream for seconds: the long form's 300 waiting messages keep them full.
     "WORKER_CONCURRENCY": "128",
     "DLQ_SWEEP_S": "5",
 }
@@ -90,11 +91,14 @@ class System:
 
     log_dir: Path
     env_overrides: Mapping[str, str] = field(default_factory=dict)
-    aws_endpoint: str | None = None  # an emulator already running (tests); else one of its own
+    # An emulator already running (tests, `python -m chaos`), else one of its own; boto3's per-service
+    # variables (AWS_ENDPOINT_URL_DYNAMODB) send a service to another, here and in every child.
+    aws_endpoint: str | None = None
     queue_visibility_s: int = CHAOS_QUEUE_VISIBILITY_S
     llm_profile: Mapping[str, int] = field(default_factory=lambda: dict(CHAOS_LLM_PROFILE))
     gateway_args: tuple[str, ...] = ("--heartbeat-s", "10")
-    emulator_pid: int | None = None  # the emulator already running, to count its CPU with the rest
+    # The emulator processes already running, by name, to count their CPU with the rest.
+    emulator_pids: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.stack = up.StartedProcesses(self.log_dir)
@@ -104,7 +108,7 @@ class System:
         self.env: dict[str, str] = {}
         self.ports: up.Ports | None = None
         self.worker_restarts = 0
-        self._cpu_of_the_ended: Counter[str] = Counter()  # CPU seconds of stopped children, by name
+        self._cpu_of_the_ended: defaultdict[str, float] = defaultdict(float)  # of stopped children, by name
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "System":
@@ -112,7 +116,7 @@ class System:
         if not self.aws_endpoint:
             self._moto = MotoServer().start()
             self.aws_endpoint = self._moto.endpoint
-            self.emulator_pid = self._moto.pid
+            self.emulator_pids = {"emulator (moto)": self._moto.pid}
         os.environ.update(aws_environment(self.aws_endpoint))
         self.redis = RedisServer().start()
         self.resources = create_resources(Resilience(), redis_url=self.redis.url)
@@ -168,7 +172,7 @@ class System:
 
     @property
     def sqs(self):
-        return boto3.client("sqs", endpoint_url=self.aws_endpoint)
+        return boto3.client("sqs")
 
     def token(self, user: str) -> str:
         gateway = _started(self.ports, "ports").gateway
@@ -217,13 +221,13 @@ class System:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds spent so far by each part of the system, by name (a restarted worker's lives
-        summed; the emulator's when its process is known; "clients" is this process)."""
-        spent = Counter(self._cpu_of_the_ended)
+        summed; the emulators' when their processes are known; "clients" is this process)."""
+        spent = defaultdict(float, self._cpu_of_the_ended)
         for child in self.stack.children:
             if child.proc.poll() is None:
                 spent[child.name] += process_cpu_s(child.proc.pid)
-        if self.emulator_pid is not None:
-            spent["emulator (moto)"] = process_cpu_s(self.emulator_pid)
+        for name, pid in self.emulator_pids.items():
+            spent[name] = process_cpu_s(pid)
         if self.redis is not None:
             spent["redis"] += process_cpu_s(self.redis.pid)
         spent["clients"] = own_cpu_s()
@@ -250,7 +254,7 @@ class System:
     def recalls(self) -> tuple[int, int]:
         """(LLM calls made again because a dead worker had cut them, jobs answered from the finished
         text a dead worker had kept instead of being called again), over every job."""
-        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        db = boto3.client("dynamodb")
         items = [item for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table)
                  for item in page["Items"]]
         return (sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0)) for item in items),
@@ -270,7 +274,7 @@ class System:
 
     def job_states(self) -> dict[str, str]:
         """jobId -> status, for every job in the jobs table."""
-        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        db = boto3.client("dynamodb")
         states = {}
         for page in db.get_paginator("scan").paginate(TableName=self.settings.jobs_table):
             for item in page["Items"]:
@@ -281,7 +285,7 @@ class System:
     def history(self) -> tuple[dict[str, set[str]], dict[str, str]]:
         """jobId -> the roles of its history entries (USER, ASSISTANT, ERROR), and the text of each
         user message -> its jobId."""
-        db = boto3.client("dynamodb", endpoint_url=self.aws_endpoint)
+        db = boto3.client("dynamodb")
         roles: dict[str, set[str]] = {}
         user_messages: dict[str, str] = {}
         for page in db.get_paginator("scan").paginate(TableName=self.settings.history_table):
@@ -300,5 +304,5 @@ class System:
                 for m in dlq.look(self.sqs, self.settings.jobs_dlq_url)}
 
     def jobs(self) -> JobStore:
-        return JobStore(boto3.client("dynamodb", endpoint_url=self.aws_endpoint), self.settings.jobs_table,
+        return JobStore(boto3.client("dynamodb"), self.settings.jobs_table,
                         self.settings.resilience)

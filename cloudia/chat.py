@@ -15,8 +15,8 @@ from aws_lambda_powertools import Logger
 from cloudia import aws, protocol, redis_client
 from cloudia.breaker import circuit_is_open
 from cloudia.connections import AT_CAPACITY, CLOSED, ConnectionRegistry
-from cloudia.context_cache import ContextCache
-from cloudia.history import ASSISTANT, HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
+from cloudia.context_cache import ContextCache, job_context
+from cloudia.history import HISTORY_PAGE_SIZE, USER, Entry, HistoryStore, fit_page
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, RETRIES_ATTRIBUTE, Job, JobStore, job_id_for, now_ms
 from cloudia.limits import TooManyConnections, Usage, UsageLimits, call_tokens
 from cloudia.once import built_once
@@ -249,21 +249,12 @@ class ChatService:
         return self.limits.admit(job.user_id, self.call_cost(job), job_id=job.job_id)
 
     def call_cost(self, job: Job) -> int:
-        """The most the job's LLM call can cost: the messages the worker will send, read as it reads
-        them (`JobProcessor._context`: the conversation's last `context_max_messages` from the
-        context cache, else from the history, with the job's own message last), and `llm_max_tokens`
-        back. What comes in meanwhile (an earlier job's answer) the worker trims to fit."""
+        """The most the job's LLM call can cost: the messages the worker will send, built as it
+        builds them (`job_context`), and `llm_max_tokens` back. What comes in meanwhile (an earlier
+        job's answer) the worker trims to fit."""
         res = self.settings.resilience
-        earlier = self._context.get(job.user_id, job.conversation_id)
-        if earlier is None:
-            entries = self.history.latest(job.user_id, job.conversation_id, res.context_max_messages + 1)
-            earlier = [{"role": e.role, "content": e.message, "jobId": e.job_id}
-                       for e in entries if e.role in (USER, ASSISTANT)]
-        earlier = [m for m in earlier if not (m.get("jobId") == job.job_id and m.get("role") == USER)]
-        earlier = earlier[-(res.context_max_messages - 1):] if res.context_max_messages > 1 else []
-        while earlier and earlier[0]["role"] != USER:
-            earlier.pop(0)
-        return call_tokens([m["content"] for m in earlier] + [job.message], res.llm_max_tokens)
+        context = job_context(job, self._context, self.history, res.context_max_messages)
+        return call_tokens([m["content"] for m in context], res.llm_max_tokens)
 
     def _enqueue(self, job: Job) -> None:
         try:

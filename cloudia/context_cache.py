@@ -1,7 +1,8 @@
 """The conversation context the LLM sees, cached in Redis with a TTL in front of the history table.
 
-A cache miss or an unreachable Redis is not an error: the caller rebuilds the context from DynamoDB
+A cache miss or an unreachable Redis is not an error: the context is rebuilt from DynamoDB
 (`HistoryStore.latest`). The cache holds at most `context_max_messages` messages, oldest first.
+`job_context` builds a job's context, the one way the worker sends it and `sendMessage` prices it.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import logging
 
 import redis
 
+from cloudia.history import ASSISTANT, USER, HistoryStore
+from cloudia.jobs import Job
 from cloudia.schema import context_key
 
 logger = logging.getLogger(__name__)
@@ -47,3 +50,20 @@ class ContextCache:
         except (redis.RedisError, OSError) as error:
             logger.warning("context cache not refreshed: %s", error)
             return False
+
+
+def job_context(job: Job, cache: ContextCache, history: HistoryStore, max_messages: int) -> list[dict[str, str]]:
+    """The messages an LLM call for the job sends: the conversation's last ones (the cache, else the
+    history), at most `max_messages` with the job's own user message last, once, and the user first
+    (providers expect the user to speak first)."""
+    messages = cache.get(job.user_id, job.conversation_id)
+    if messages is None:
+        entries = history.latest(job.user_id, job.conversation_id, max_messages + 1)
+        messages = [{"role": e.role, "content": e.message, "jobId": e.job_id}
+                    for e in entries if e.role in (USER, ASSISTANT)]
+    # The sender stored this message in the history already; keep exactly one copy, last.
+    messages = [m for m in messages if not (m.get("jobId") == job.job_id and m.get("role") == USER)]
+    messages = messages[-(max_messages - 1):] if max_messages > 1 else []
+    while messages and messages[0]["role"] != USER:
+        messages.pop(0)
+    return messages + [{"role": USER, "content": job.message, "jobId": job.job_id}]

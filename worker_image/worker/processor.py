@@ -20,9 +20,9 @@ from cloudia import protocol
 from cloudia.backoff import visibility_timeout_s
 from cloudia.breaker import OPEN, CircuitBreaker, Permit
 from cloudia.completed_answers import CompletedAnswers
-from cloudia.context_cache import ContextCache
+from cloudia.context_cache import ContextCache, job_context
 from cloudia.dlq_format import failure_attributes, sendable_attributes
-from cloudia.history import ASSISTANT, ERROR, USER, HistoryStore
+from cloudia.history import ASSISTANT, ERROR, HistoryStore
 from cloudia.job_lease import JobLeases
 from cloudia.jobs import (ANSWER_COMPLETE_LOG, ANSWERED, CALL_HEARTBEAT_ATTRIBUTE, CALL_STARTED_ATTRIBUTE,
                           CALLING, CUT_IN_A_ROW_ATTRIBUTE, FAILED, RECOVERED_DETAIL, RETRIES_ATTRIBUTE, CallMark,
@@ -361,18 +361,7 @@ class JobProcessor:
 
     async def _context(self, job: Job) -> list[dict[str, str]]:
         """The conversation so far (Redis, else DynamoDB), ending with this job's user message."""
-        max_messages = self._res.context_max_messages
-        messages = await self.io(self._cache.get, job.user_id, job.conversation_id)
-        if messages is None:
-            entries = await self.io(self._history.latest, job.user_id, job.conversation_id, max_messages + 1)
-            messages = [{"role": e.role, "content": e.message, "jobId": e.job_id}
-                        for e in entries if e.role in (USER, ASSISTANT)]
-        # The sender stored this message in the history already; keep exactly one copy, last.
-        messages = [m for m in messages if not (m.get("jobId") == job.job_id and m.get("role") == USER)]
-        messages = messages[-(max_messages - 1):] if max_messages > 1 else []
-        while messages and messages[0]["role"] != USER:  # providers expect the user to speak first
-            messages.pop(0)
-        return messages + [{"role": USER, "content": job.message, "jobId": job.job_id}]
+        return await self.io(job_context, job, self._cache, self._history, self._res.context_max_messages)
 
     def _store_answer(self, job: Job, text: str, detail: str = "") -> bool:
         """The answer in the history and the job ANSWERED, in one request; False (and nothing

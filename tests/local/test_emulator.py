@@ -1,9 +1,14 @@
-"""The emulator's Query reads one partition (local_runtime/moto_server.py) and answers as DynamoDB
-does: the partition's items only, in sort-key order either way, paged by `Limit` and
-`ExclusiveStartKey`; a table without a sort key answers with its one item."""
+"""The emulator's DynamoDB (local_runtime/moto_server.py) as DynamoDB behaves: conditional writes
+to one item at once are atomic, one winner each, writes to other items all land; a Query reads one
+partition, in sort-key order either way, paged by `Limit` and `ExclusiveStartKey`; a table without
+a sort key answers with its one item."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import boto3
+from botocore.config import Config
 
 from cloudia.schema import HISTORY_PARTITION_KEY, HISTORY_SORT_KEY, JOBS_PARTITION_KEY
 
@@ -58,3 +63,31 @@ def test_a_query_of_a_table_without_a_sort_key_answers_its_one_item(settings):
     # AND a Scan still sees the whole table
     assert reply["Count"] == 1
     assert len(db.scan(TableName=settings.jobs_table)["Items"]) == 2
+
+
+def test_conditional_writes_at_once_have_one_winner_per_item_and_every_item_its_own(settings):
+    # GIVEN eight threads per item, for four items, each trying to claim its item first
+    db = boto3.client("dynamodb", config=Config(max_pool_connections=32))
+    start = threading.Barrier(32)
+
+    def claim(item: int, claimant: int) -> bool:
+        start.wait()
+        try:
+            db.update_item(TableName=settings.jobs_table, Key={JOBS_PARTITION_KEY: {"S": f"claimed-{item}"}},
+                           UpdateExpression="SET claimant = :me ADD claims :one",
+                           ConditionExpression="attribute_not_exists(claimant)",
+                           ExpressionAttributeValues={":me": {"N": str(claimant)}, ":one": {"N": "1"}})
+            return True
+        except db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    # WHEN they all write at once
+    with ThreadPoolExecutor(32) as pool:
+        won = list(pool.map(lambda n: (n % 4, claim(n % 4, n)), range(32)))
+
+    # THEN each item has exactly one winner, and its row shows that one write only
+    assert sorted(item for item, ok in won if ok) == [0, 1, 2, 3]
+    for item in range(4):
+        row = db.get_item(TableName=settings.jobs_table, Key={JOBS_PARTITION_KEY: {"S": f"claimed-{item}"}},
+                          ConsistentRead=True)["Item"]
+        assert row["claims"] == {"N": "1"}
