@@ -6,12 +6,13 @@ the history, the DLQ and the fake LLM's ledger of completions served.
 - in DLQ (user told): the job is in the DLQ, its row reads FAILED and its user was told (an `error`
   event about it, or the ERROR entry the history shows on reconnect);
 - lost: accepted and neither of the above;
-- duplicated: a job charged twice for an answer a worker had whole (more than one completion served
-  for the job's unique text, and the worker's log shows it had a first one), or two different answers
+- duplicated: a job charged twice for an answer a worker had kept (more than one completion served
+  for the job's unique text, and the worker's log shows it kept a first one), or two different answers
   received for it;
-- unread by a killed worker, recalled: charged twice, but the worker never had the first answer whole:
-  the provider wrote its end into the socket of a worker killed before it read it. To the worker that
-  is a cut call, recalled once (and counted in the recalls); reported, not a duplicate.
+- unkept by a killed worker, recalled: charged twice, but no worker had kept the first answer: the
+  provider wrote its end into the socket of a worker killed before it read it, or before it kept the
+  text (`CompletedAnswers`). To the worker that is a cut call, recalled once (and counted in the
+  recalls); reported, not a duplicate.
 Messages refused at the door (an `error` event and no job) are counted apart: they were never accepted.
 A message whose client gave up resending before it heard `queued`, but which the system accepted (the
 history holds its unique text), counts as accepted like any other.
@@ -45,7 +46,7 @@ class Outcome:
     lost: int = 0
     duplicated: int = 0
     charged_twice: int = 0
-    unread_recalled: int = 0
+    unkept_recalled: int = 0
     two_answers: int = 0
     lost_jobs: list[str] = field(default_factory=list)
     # jobId -> its failure class, of each job in the DLQ; jobId -> its LLM calls that did not finish
@@ -86,10 +87,10 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
     in_dlq = system.dlq_jobs()
     served = system.llm_served()
     completions, completed_at = served["completions"], served["completed_at"]
-    worker_had = system.answers_the_worker_had()
+    worker_kept = system.answers_the_workers_kept()
     out = Outcome(scenario, sent=len(ledger.sent), dead_letters=in_dlq)
     out.figures["completions in the fake LLM's ledger"] = sum(completions.values())
-    out.figures["whole answers the workers had (their logs)"] = sum(worker_had.values())
+    out.figures["whole answers the workers kept (their logs)"] = sum(worker_kept.values())
     out.figures["in the DLQ, by failure class"] = dict(Counter(in_dlq.values()))
     refused_by_reason: Counter[str] = Counter()
     accepted_unacknowledged = 0
@@ -116,8 +117,8 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
         charged = completions.get(sent.text, 0)
         out.unfinished_calls[job] = len(served["attempts"].get(sent.text, [])) - charged
         distinct = len(set(sent.answers))
-        if charged > 1 and worker_had[job] <= 1 and distinct <= 1:
-            out.unread_recalled += 1
+        if charged > 1 and worker_kept[job] <= 1 and distinct <= 1:
+            out.unkept_recalled += 1
         elif charged > 1 or distinct > 1:
             out.duplicated += 1
             out.charged_twice += charged > 1
@@ -125,8 +126,8 @@ def account(scenario: str, system: System, ledger: Ledger) -> Outcome:
             times = ", ".join(time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
                               for t in completed_at.get(sent.text, []))
             out.duplicated_jobs.append(f"{job}: {charged} completions (at {times} UTC), {distinct} distinct answers")
-    out.figures["answers paid twice because a killed worker had not read the first one's end (recalled)"] = \
-        out.unread_recalled
+    out.figures["answers paid twice because a worker was killed before it kept the first (recalled)"] = \
+        out.unkept_recalled
     out.figures["refused at the door (no job), by reason"] = dict(refused_by_reason)
     out.figures["accepted though the client gave up before hearing `queued` (found in the history)"] = \
         accepted_unacknowledged

@@ -260,9 +260,9 @@ class System:
         return (sum(int(item.get(RECALLS_ATTRIBUTE, {}).get("N", 0)) for item in items),
                 sum(item.get("detail", {}).get("S", "") == RECOVERED_DETAIL for item in items))
 
-    def answers_the_worker_had(self) -> Counter[str]:
-        """jobId -> how many times a worker had the whole answer from the provider (its `LLM answer
-        complete` log lines, written before it keeps the answer, so a kill right after still shows)."""
+    def answers_the_workers_kept(self) -> Counter[str]:
+        """jobId -> how many times a worker kept the whole answer from the provider (its `LLM answer
+        complete` log lines, written once the text is kept, so a recall does not pay for it again)."""
         seen: Counter[str] = Counter()
         for line in (self.log_dir / "worker.log").read_text(errors="replace").splitlines():
             if ANSWER_COMPLETE_LOG in line:

@@ -211,7 +211,7 @@ async def load_under_faults(profile: Profile, log_dir: Path, aws_endpoint: str |
             "answers finished just before a kill, kept and not paid again": recovered,
         })
         outcome.checks["recalls <= the calls the kills cut"] = recalls <= sum(cut_by_kills)
-        outcome.checks["answers paid twice unread by a killed worker <= recalls"] = outcome.unread_recalled <= recalls
+        outcome.checks["answers paid twice unkept by a killed worker <= recalls"] = outcome.unkept_recalled <= recalls
         # A kill costs a job the receive it was on: only a job the LLM had failed on its other
         # receives may reach the DLQ through one (SQS moves it after its last receive is lost).
         max_receives = system.settings.resilience.max_receives

@@ -27,9 +27,10 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     WHEN 160 messages come from 20 WebSocket clients while the worker is SIGKILLed twice (and restarted)
     and Redis is restarted once
     THEN every accepted message is answered or in the DLQ with its user told, none is lost, none gets two
-    different answers and none a worker had whole is paid twice (a call a SIGKILL cut short is called
+    different answers and none a worker had kept is paid twice (a call a SIGKILL cut short is called
     again once; an answer the provider had finished is stored from the text the worker kept; an answer
-    whose end was still unread in the killed worker's socket is a cut call to it, one of the recalls)."""
+    the killed worker had not kept yet, its end unread in the socket or not yet in Redis, is a cut call
+    to it, one of the recalls)."""
     timeline = tmp_path / "timeline.json"
     outcome = run(scenarios.load_under_faults, tmp_path, aws_env, timeline_path=timeline)
 
@@ -43,8 +44,9 @@ def test_load_under_llm_faults_worker_kills_and_redis_restart_loses_nothing(tmp_
     # fake may have seen its client leave before the stream's last frame, and not counted it.)
     kept = outcome.figures["answers finished just before a kill, kept and not paid again"]
     assert outcome.figures["completions in the fake LLM's ledger"] >= outcome.answered - kept
-    # The log behind "a worker had it whole" saw every answer (else a double charge would pass as unread).
-    assert outcome.figures["whole answers the workers had (their logs)"] >= outcome.answered
+    # The log behind "a worker kept it" saw every answer (else a double charge would pass as unkept), but
+    # for one kept just before its worker's kill, which may have come before the log line.
+    assert outcome.figures["whole answers the workers kept (their logs)"] >= outcome.answered - kept
     assert outcome.charged_twice == 0, outcome.duplicated_jobs
     assert all(outcome.checks.values()), outcome.checks
     assert outcome.figures["worker restarts"] == scenarios.SHORT.load_worker_kills

@@ -223,10 +223,10 @@ class JobProcessor:
         started = time.monotonic()
 
         async def keep_finished(text: str) -> None:  # paid for from now on: see cloudia/completed_answers.py
-            # The log line first: a kill between the two still shows (to the chaos tally) that this
-            # worker had the whole answer.
-            logger.info(ANSWER_COMPLETE_LOG, extra={**log, "attempt": mark.attempt})
+            # The log line once the text is kept: from then on a kill costs no second call (the
+            # recall finds it); a kill before, like one during the stream, pays the call again.
             await self._completed.keep(job.job_id, text)
+            logger.info(ANSWER_COMPLETE_LOG, extra={**log, "attempt": mark.attempt})
 
         sent = await self._within_reservation(job, context)
         try:
