@@ -31,25 +31,32 @@ class AuthTokenFromSecret(redis.CredentialProvider):
         return await asyncio.to_thread(self.get_credentials)
 
 
+# Connections a client may open at once: redis-py's default, plenty for a function's one thread. A
+# caller with more at once (the worker's threads and jobs) asks for as many: past the pool a call
+# fails at once ("Too many connections").
+POOL_CONNECTIONS = 100
+
+
 @built_once(maxsize=8)
-def _client(url: str, secret_arn: str, timeout_ms: int) -> redis.Redis:
-    return redis.Redis.from_url(url, **_options_for(secret_arn, timeout_ms))
+def _client(url: str, secret_arn: str, timeout_ms: int, max_connections: int) -> redis.Redis:
+    return redis.Redis.from_url(url, **_options_for(secret_arn, timeout_ms, max_connections))
 
 
-def _options_for(secret_arn: str, timeout_ms: int) -> dict:
+def _options_for(secret_arn: str, timeout_ms: int, max_connections: int) -> dict:
     """One set of options for both clients; a local redis-server has no AUTH token."""
     seconds = timeout_ms / 1000
     return dict(credential_provider=AuthTokenFromSecret(secret_arn) if secret_arn else None,
-                socket_timeout=seconds, socket_connect_timeout=seconds,
+                socket_timeout=seconds, socket_connect_timeout=seconds, max_connections=max_connections,
                 retry_on_timeout=False, health_check_interval=30, decode_responses=True)
 
 
-def client(settings: Settings) -> redis.Redis:
-    return _client(settings.redis_url, settings.redis_auth_secret_arn, settings.resilience.redis_timeout_ms)
+def client(settings: Settings, max_connections: int = POOL_CONNECTIONS) -> redis.Redis:
+    return _client(settings.redis_url, settings.redis_auth_secret_arn, settings.resilience.redis_timeout_ms,
+                   max_connections)
 
 
-def async_client(settings: Settings) -> redis.asyncio.Redis:
+def async_client(settings: Settings, max_connections: int = POOL_CONNECTIONS) -> redis.asyncio.Redis:
     """The same client for an event loop (not cached: its connections belong to the loop that uses it)."""
     return redis.asyncio.Redis.from_url(settings.redis_url,
                                         **_options_for(settings.redis_auth_secret_arn,
-                                                       settings.resilience.redis_timeout_ms))
+                                                       settings.resilience.redis_timeout_ms, max_connections))

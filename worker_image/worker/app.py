@@ -39,9 +39,9 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     """Wire a worker from settings. `provider`/`fallback` override the configured ones (benchmarks)."""
     res = settings.resilience
     metrics = WorkerMetrics(settings.metrics_namespace)
-    redis = redis_client.client(settings)
-    # One pooled connection per thread that may call AWS at once.
+    # One pooled connection per thread that may call AWS or Redis at once.
     io_threads = res.worker_concurrency + EXTRA_IO_THREADS
+    redis = redis_client.client(settings, max_connections=io_threads + HEARTBEAT_THREADS)
     dynamodb = aws.dynamodb(res, max_connections=io_threads + HEARTBEAT_THREADS)
 
     def on_transition(name: str, state: str, scope: str) -> None:
@@ -69,7 +69,8 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
                       ConnectionRegistry(redis, res.connection_ttl_s)),
         primary=primary, fallback=fallback_route, metrics=metrics, executor=executor,
         heartbeat_executor=ThreadPoolExecutor(max_workers=HEARTBEAT_THREADS, thread_name_prefix="heartbeat"),
-        leases=JobLeases(redis, res.job_liveness_s), completed=CompletedAnswers(redis_client.async_client(settings)),
+        leases=JobLeases(redis, res.job_liveness_s),
+        completed=CompletedAnswers(redis_client.async_client(settings, max_connections=res.worker_concurrency)),
         limits=UsageLimits(redis, res.rate_limit_per_minute, res.daily_token_budget),
     )
     return Worker(settings, processor, aws.sqs_long_poll(res, max(LONG_POLL_WAIT_S, settings.worker_poll_wait_s)),
