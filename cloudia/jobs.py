@@ -26,7 +26,7 @@ RECALLS_ATTRIBUTE = "recalls"
 CUT_IN_A_ROW_ATTRIBUTE = "cutInARow"
 # The `detail` of a job answered from the text its dead worker had kept (see cloudia/completed_answers.py).
 RECOVERED_DETAIL = "recovered after a crash: the finished answer was kept, not paid again"
-# The worker's log line the moment it has a whole answer (before keeping it): the chaos tally's proof.
+# The worker's log line once it has kept a whole answer (a recall will not pay for it): the chaos tally's proof.
 ANSWER_COMPLETE_LOG = "LLM answer complete"
 # A person's retry of their failed job (the `retry` action) moves it failed -> queued again, counting
 # the retries; the message it queues carries that count (`Job.retry`), and so does the DLQ copy made
