@@ -304,5 +304,4 @@ class System:
                 for m in dlq.look(self.sqs, self.settings.jobs_dlq_url)}
 
     def jobs(self) -> JobStore:
-        return JobStore(boto3.client("dynamodb"), self.settings.jobs_table,
-                        self.settings.resilience)
+        return JobStore.of(self.settings, boto3.client("dynamodb"))

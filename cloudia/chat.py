@@ -83,8 +83,8 @@ class ChatService:
         self.settings = settings
         self._redis = redis
         self.connections = ConnectionRegistry(redis, resilience.connection_ttl_s, resilience.connection_tombstone_s)
-        self.history = HistoryStore(dynamodb, settings.history_table, resilience)
-        self.jobs = JobStore(dynamodb, settings.jobs_table, resilience)
+        self.history = HistoryStore.of(settings, dynamodb)
+        self.jobs = JobStore.of(settings, dynamodb)
         self.limits = UsageLimits(redis, resilience.rate_limit_per_minute, resilience.daily_token_budget,
                                   resilience.frame_rate_limit_per_minute)
         # The context the worker will send, read the way it reads it, to reserve what a call can cost.

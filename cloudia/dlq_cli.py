@@ -153,7 +153,7 @@ def _job_store(settings: Settings) -> JobStore | None:
     """The jobs table, when known: a redrive leaves out the copies a retry superseded."""
     if not settings.jobs_table:
         return None
-    return JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
+    return JobStore.of(settings, aws.dynamodb(settings.resilience))
 
 
 def _job_record(settings: Settings, job) -> dict | None:
@@ -161,7 +161,7 @@ def _job_record(settings: Settings, job) -> dict | None:
     if not settings.jobs_table:
         return None
     try:
-        record = JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience).get(job.job_id)
+        record = JobStore.of(settings, aws.dynamodb(settings.resilience)).get(job.job_id)
     except (BotoCoreError, ClientError) as error:
         return {"status": f"unreadable ({error})"}
     return record or {"status": "not in the jobs table"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from cloudia import protocol
 from cloudia.jobs import now_ms
 from cloudia.schema import HISTORY_PARTITION_KEY, HISTORY_SORT_KEY, HISTORY_TTL_ATTRIBUTE, conversation_key
-from cloudia.settings import Resilience
+from cloudia.settings import Resilience, Settings
 
 USER, ASSISTANT, ERROR = "user", "assistant", "error"
 
@@ -53,6 +53,11 @@ class HistoryStore:
         self._db = dynamodb
         self._table = table_name
         self._ttl_s = resilience.history_ttl_days * 86400
+
+    @classmethod
+    def of(cls, settings: Settings, dynamodb) -> "HistoryStore":
+        """The history table the settings name, through this DynamoDB client."""
+        return cls(dynamodb, settings.history_table, settings.resilience)
 
     def append(self, user_id: str, conversation_id: str, job_id: str, role: str, message: str,
                created_at_ms: int | None = None) -> Entry:

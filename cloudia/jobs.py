@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from cloudia.schema import JOBS_PARTITION_KEY, JOBS_TTL_ATTRIBUTE
-from cloudia.settings import Resilience
+from cloudia.settings import Resilience, Settings
 
 # Job states. A job moves queued -> calling -> answered | failed, back to queued when a call fails
 # and is retried. `answered` is final and stops a redelivery from calling the LLM. While `calling`,
@@ -98,6 +98,11 @@ class JobStore:
         self._db = dynamodb
         self._table = table_name
         self._ttl_s = resilience.job_ttl_days * 86400
+
+    @classmethod
+    def of(cls, settings: Settings, dynamodb) -> "JobStore":
+        """The jobs table the settings name, through this DynamoDB client."""
+        return cls(dynamodb, settings.jobs_table, settings.resilience)
 
     def create(self, job: Job, entry: dict) -> dict | None:
         """Record a new job as queued together with its user's history entry (`entry`, a

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from cloudia import protocol
+from cloudia.frames import MAX_FRAME_BYTES
 from cloudia.routes import AUTHORIZER, CONNECT, DEFAULT, DISCONNECT, MESSAGE_ROUTES, ROUTES, function_id
 from local_runtime.lambda_runtime import FUNCTIONS_DIR, LAMBDA_TIMEOUT_S, LambdaContext, load_function
 
@@ -49,8 +50,8 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # the page both targets s
 
 DEFAULT_PORT = 8080
 DEFAULT_STAGE = "local"
-# API Gateway WebSocket quotas (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
-MAX_FRAME_BYTES = 32 * 1024
+# API Gateway WebSocket quotas (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html);
+# the frame size is the frames module's, which refuses larger ones behind API Gateway too.
 # "Message payload size 128 KB": every message API Gateway sends, a @connections POST body or a route
 # reply. A POST over it is refused with 413; a route reply over it is not delivered (see _reply).
 MAX_PAYLOAD_BYTES = 128 * 1024

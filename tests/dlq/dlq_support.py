@@ -26,8 +26,8 @@ def new_job(text: str = "hello") -> Job:
 def record_job(settings, job: Job) -> JobStore:
     """What sendMessage writes for a job: its row and its user's history entry (one transaction)."""
     db = aws.dynamodb(settings.resilience)
-    history = HistoryStore(db, settings.history_table, settings.resilience)
-    store = JobStore(db, settings.jobs_table, settings.resilience)
+    history = HistoryStore.of(settings, db)
+    store = JobStore.of(settings, db)
     store.create(job, history.put_request(job.user_id, job.conversation_id, job.job_id, USER, job.message,
                                           job.created_at_ms))
     return store

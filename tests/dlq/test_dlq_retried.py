@@ -17,7 +17,7 @@ from tests.dlq.dlq_support import drain, fail_permanently, new_job, record_job, 
 @pytest.fixture
 def jobs(resources) -> JobStore:
     settings = resources.settings
-    return JobStore(aws.dynamodb(settings.resilience), settings.jobs_table, settings.resilience)
+    return JobStore.of(settings, aws.dynamodb(settings.resilience))
 
 
 def failed(jobs: JobStore, sqs, resources, job: Job | None = None) -> Job:

@@ -93,12 +93,11 @@ class Harness:
 
     @property
     def jobs(self) -> JobStore:
-        return JobStore(aws.dynamodb(self.settings.resilience), self.settings.jobs_table, self.settings.resilience)
+        return JobStore.of(self.settings, aws.dynamodb(self.settings.resilience))
 
     @property
     def history(self) -> HistoryStore:
-        return HistoryStore(aws.dynamodb(self.settings.resilience), self.settings.history_table,
-                            self.settings.resilience)
+        return HistoryStore.of(self.settings, aws.dynamodb(self.settings.resilience))
 
     def connect(self, user_id: str) -> str:
         """Register a WebSocket connection for the user, as the $connect handler does."""

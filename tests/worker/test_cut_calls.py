@@ -241,45 +241,21 @@ class _ReplyLostOnce:
         return self._client.update_item(**request)
 
 
-def test_a_retried_call_mark_whose_first_reply_was_lost_is_still_this_calls_own(harness):
-    # GIVEN a job, and a table whose first reply to the call mark is lost (the write itself landed)
+def test_a_retried_call_mark_whose_first_reply_was_lost_is_this_calls_own_and_counts_once(harness):
+    # GIVEN a job, and a table whose first reply to each call mark is lost (the write itself landed)
     harness.configure()
     job = harness.send_job("ana", "slow table")
-    flaky = JobStore(_ReplyLostOnce(boto3.client("dynamodb")), harness.settings.jobs_table,
-                     harness.settings.resilience)
+    flaky = JobStore.of(harness.settings, _ReplyLostOnce(boto3.client("dynamodb")))
+
     # WHEN the worker marks the call (the SDK sends the same write twice)
-    # THEN the mark is this call's, not "another worker is calling"
-    assert flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
+    first = flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
+
+    # THEN the mark is this call's, not "another worker is calling", and it counts one attempt
+    assert first is not None and first.attempt == 1
     # AND a different call is still refused while the mark is fresh
     assert not harness.jobs.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
-
-
-class RepliesLostOnce:
-    """A DynamoDB client whose first reply to each `update_item` is lost: the write lands, then
-    botocore sends the very same request again (its retry after a read timeout)."""
-
-    def __init__(self, client):
-        self._client = client
-        self.exceptions = client.exceptions
-
-    def update_item(self, **request):
-        self._client.update_item(**request)
-        return self._client.update_item(**request)
-
-
-def test_a_call_mark_whose_reply_was_lost_and_retried_counts_one_attempt(harness):
-    # GIVEN a job, and a DynamoDB whose reply to the call's mark is lost, so the write is sent twice
-    harness.configure()
-    job = harness.send_job("ana", "lost reply")
-    jobs = harness.jobs
-    jobs._db = RepliesLostOnce(jobs._db)
-
-    # WHEN the worker marks the call, and later a crash's recall marks it again
-    first = jobs.start_call(job.job_id, stale_before_ms=now_ms()).mark
-    recall = jobs.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=2).mark
-
-    # THEN each mark is this worker's and counts once: attempts 1 and 2, one recall
-    assert first is not None and first.attempt == 1
+    # AND a crash's recall, its reply lost too, is this recall's own, counted once
+    recall = flaky.start_call(job.job_id, stale_before_ms=now_ms() + 1, recall_of=2).mark
     assert recall is not None and recall.attempt == 2
     record = harness.jobs.get(job.job_id)
     assert (int(record[ATTEMPTS_ATTRIBUTE]), int(record[RECALLS_ATTRIBUTE])) == (2, 1)

@@ -60,8 +60,8 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     processor = JobProcessor(
         settings,
         sqs=aws.sqs(res, max_connections=io_threads + HEARTBEAT_THREADS),
-        jobs=JobStore(dynamodb, settings.jobs_table, res),
-        history=HistoryStore(dynamodb, settings.history_table, res),
+        jobs=JobStore.of(settings, dynamodb),
+        history=HistoryStore.of(settings, dynamodb),
         cache=ContextCache(redis, res.context_ttl_s, res.context_max_messages),
         # As many HTTP connections to the gateway as job slots (more pushes at once wait for one).
         pusher=Pusher(ConnectionsApi.of(settings.ws_management_endpoint, boto3.session.Session(),
