@@ -33,6 +33,8 @@ ANSWER_COMPLETE_LOG = "LLM answer complete"
 # if it fails again. A DLQ copy of an earlier count is superseded: the redrive leaves it out.
 RETRIES_ATTRIBUTE = "retries"
 RETRIED_AT_ATTRIBUTE = "retriedAtMs"
+# The token of the retry that last moved the job: a retry of that very write tells itself by it.
+RETRY_TOKEN_ATTRIBUTE = "retryToken"
 
 
 @dataclass(frozen=True)
@@ -229,20 +231,27 @@ class JobStore:
         """A person's retry: their failed job `queued` again, once (of two retries at once, one moves
         it); the job's retries so far, this one included, or None if it is not that user's failed job.
         The failure's detail and the last call's marks go: the next call starts afresh (its attempt
-        number goes on counting, so its tokens replace any earlier text on the page)."""
+        number goes on counting, so its tokens replace any earlier text on the page). A retry of this
+        very write (botocore's, its reply lost) is refused, and tells by its token that it moved it."""
+        token = uuid.uuid4().hex
         try:
             reply = self._db.update_item(
                 TableName=self._table, Key={JOBS_PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET #s = :queued, #r = :t REMOVE detail, finishedAtMs, #c, #h, #x ADD #n :one",
+                UpdateExpression=("SET #s = :queued, #r = :t, #k = :token REMOVE detail, finishedAtMs, #c, #h, #x "
+                                  "ADD #n :one"),
                 ConditionExpression="#s = :failed AND #u = :user",
                 ExpressionAttributeNames={"#s": "status", "#u": "userId", "#r": RETRIED_AT_ATTRIBUTE,
                                           "#n": RETRIES_ATTRIBUTE, "#c": CALL_STARTED_ATTRIBUTE,
-                                          "#h": CALL_HEARTBEAT_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE},
+                                          "#h": CALL_HEARTBEAT_ATTRIBUTE, "#x": CUT_IN_A_ROW_ATTRIBUTE,
+                                          "#k": RETRY_TOKEN_ATTRIBUTE},
                 ExpressionAttributeValues={":queued": {"S": QUEUED}, ":failed": {"S": FAILED},
                                            ":user": {"S": user_id}, ":t": {"N": str(now_ms())},
-                                           ":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW")
-        except self._db.exceptions.ConditionalCheckFailedException:
+                                           ":token": {"S": token}, ":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except self._db.exceptions.ConditionalCheckFailedException as refused:
+            record = plain(refused.response.get("Item") or {})
+            if record.get(RETRY_TOKEN_ATTRIBUTE) == token:  # this write, landed before its retry
+                return int(record[RETRIES_ATTRIBUTE])
             return None
         return int(reply["Attributes"][RETRIES_ATTRIBUTE]["N"])
 

@@ -14,6 +14,7 @@ from cloudia.history import ERROR, USER, Entry
 from cloudia.jobs import ANSWERED, FAILED, QUEUED, Job
 from cloudia.protocol import LLM_REFUSED_MESSAGE
 from tests.functions.conftest import body_of
+from tests.support.lost_replies import RepliesLostOnce
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -120,6 +121,21 @@ def test_retries_at_the_same_moment_queue_it_once(functions):
     assert held is not None
     budget = functions.service.limits.admit("alice", 0)
     assert budget.tokens_today == held.tokens
+
+
+def test_a_retry_whose_reply_was_lost_and_sent_again_still_queues_the_job_once(functions, monkeypatch):
+    # GIVEN a failed job, and a table whose reply to the retry's write is lost (the write landed,
+    # then the SDK sent it again)
+    alice = functions.open_connection("alice")
+    job_id = failed_job(functions, alice)
+    jobs = functions.service.jobs
+    monkeypatch.setattr(jobs, "_db", RepliesLostOnce(jobs._db))
+    # WHEN she retries it
+    response = retry(functions, alice, job_id)
+    # THEN she hears `queued`, and the job is on the queue once, counted as one retry
+    assert body_of(response)["event"] == "queued", body_of(response)
+    assert [(b["job_id"], b["retry"]) for b in take_queued(functions)] == [(job_id, 1)]
+    assert jobs.get(job_id)[RETRIES_ATTRIBUTE] == "1"
 
 
 def test_a_job_failed_again_after_its_retry_can_be_retried_again(functions):

@@ -10,6 +10,7 @@ import boto3
 from cloudia.history import ERROR
 from cloudia.jobs import (ANSWERED, ATTEMPTS_ATTRIBUTE, CALL_TOKEN_ATTRIBUTE, CALLING, FAILED, QUEUED,
                          RECALLS_ATTRIBUTE, JobStore, now_ms)
+from tests.support.lost_replies import RepliesLostOnce
 from tests.worker.conftest import wait_until
 from worker.decisions import Outcome
 
@@ -228,24 +229,11 @@ def test_a_call_that_fails_while_the_worker_lives_is_retried_not_taken_for_a_cra
     assert harness.jobs.get(job.job_id)["status"] == QUEUED
 
 
-class _ReplyLostOnce:
-    """A DynamoDB client whose first update_item reaches the table but whose reply is lost, so the SDK
-    sends the very same request again (botocore's retry after a read timeout)."""
-
-    def __init__(self, client):
-        self._client = client
-        self.exceptions = client.exceptions
-
-    def update_item(self, **request):
-        self._client.update_item(**request)
-        return self._client.update_item(**request)
-
-
 def test_a_retried_call_mark_whose_first_reply_was_lost_is_this_calls_own_and_counts_once(harness):
     # GIVEN a job, and a table whose first reply to each call mark is lost (the write itself landed)
     harness.configure()
     job = harness.send_job("ana", "slow table")
-    flaky = JobStore.of(harness.settings, _ReplyLostOnce(boto3.client("dynamodb")))
+    flaky = JobStore.of(harness.settings, RepliesLostOnce(boto3.client("dynamodb")))
 
     # WHEN the worker marks the call (the SDK sends the same write twice)
     first = flaky.start_call(job.job_id, stale_before_ms=now_ms() - 60_000).mark
