@@ -711,7 +711,7 @@ class _Run:
         return response
 
     def open_connection(self) -> Connection:
-        from local_runtime.gateway import new_connection_id
+        from local_runtime.apigw_events import new_connection_id
 
         connection = Connection(new_connection_id(), int(time.time() * 1000))
         policy = self.invoke("authorizer", "$authorizer", connection.connect_event(self.token, authorizer_call=True),

@@ -170,7 +170,7 @@ def access_log_format(stacks: Stacks) -> str:
 
 def access_log_line_bytes(log_format: str, route: str, event_type: str, status: int, latency_ms: float) -> int:
     """One access log line of API Gateway, rendered from the stage's format ("-" for what is empty)."""
-    from local_runtime.gateway import new_connection_id
+    from local_runtime.apigw_events import new_connection_id
 
     values = {
         "requestId": new_connection_id(), "connectionId": new_connection_id(), "routeKey": route,

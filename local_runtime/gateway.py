@@ -23,15 +23,12 @@ import asyncio
 import base64
 import collections
 import concurrent.futures
-import datetime
 import functools
 import json
 import logging
 import os
 import re
-import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -40,7 +37,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from cloudia import protocol
 from cloudia.frames import MAX_FRAME_BYTES
-from cloudia.routes import AUTHORIZER, CONNECT, DEFAULT, DISCONNECT, MESSAGE_ROUTES, ROUTES, function_id
+from cloudia.routes import AUTHORIZER, CONNECT, DEFAULT, DISCONNECT, ROUTES, function_id
+from local_runtime import apigw_events
 from local_runtime.lambda_runtime import FUNCTIONS_DIR, LAMBDA_TIMEOUT_S, LambdaContext, load_function
 
 LOG = logging.getLogger("cloudia.gateway")
@@ -161,19 +159,6 @@ def lambda_handlers(endpoint: str | None, function_names: Mapping[str, str]) -> 
 
     return {route: invoker(function_names[module]) for route, module in ROUTES.items()
             if module in function_names}
-
-
-def new_connection_id() -> str:
-    # API Gateway's ids look like "L0SM9cOFvHcCIhw=": 11 random bytes in base64 (URL-safe here).
-    return base64.urlsafe_b64encode(secrets.token_bytes(11)).decode()
-
-
-def _iso(epoch_s: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _request_time(epoch_s: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
 # ---------- secrets out of the logs ----------
@@ -328,7 +313,7 @@ class Gateway:
 
     # ---------- WebSocket ----------
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        connection_id = new_connection_id()
+        connection_id = apigw_events.new_connection_id()
         now = time.time()
         source_ip = request.remote or "127.0.0.1"
         user_agent = request.headers.get("User-Agent", "")
@@ -341,12 +326,12 @@ class Gateway:
             context["authorizer"] = authorizer
         connect_event = self._event(CONNECT, "CONNECT", context, request=request)
         response = await self._invoke(CONNECT, connect_event)
-        status = _status_of(response)
+        status = apigw_events.status_of(response)
         if not 200 <= status < 300:
             # API Gateway fails the handshake with the handler's status.
             LOG.info("connect refused: %s %s", status, connection_id)
             return web.Response(status=status if 400 <= status < 600 else 500,
-                                text=_body_of(response) or "Forbidden")
+                                text=apigw_events.body_of(response) or "Forbidden")
 
         ws = web.WebSocketResponse(
             heartbeat=self.config.heartbeat_s,
@@ -395,15 +380,15 @@ class Gateway:
 
     async def _on_frame(self, conn: Connection, data: bytes, is_binary: bool) -> None:
         body = base64.b64encode(data).decode() if is_binary else data.decode("utf-8", "replace")
-        route = DEFAULT if is_binary else _route_of(body)
+        route = DEFAULT if is_binary else apigw_events.route_of(body)
         context = {"connectionId": conn.connection_id, "connectedAt": int(conn.connected_at_s * 1000),
                    "sourceIp": conn.source_ip, "userAgent": conn.user_agent, "authorizer": conn.authorizer}
         event = self._event(route, "MESSAGE", context, body=body, is_base64=is_binary)
         response = await self._invoke(route, event)
-        if response is _FAILED:
+        if response is apigw_events.INVOCATION_FAILED:
             self._send(conn, protocol.dumps(protocol.error("Internal server error", reason="handler_failed")))
             return
-        reply = _body_of(response)
+        reply = apigw_events.body_of(response)
         if reply:
             self._reply(conn, route, event["requestContext"]["requestId"], reply)
 
@@ -534,35 +519,8 @@ class Gateway:
 
     def _event(self, route: str, event_type: str, ctx: dict, request: web.Request | None = None,
                body: str | None = None, is_base64: bool = False) -> dict:
-        now = time.time()
-        request_context = {
-            "routeKey": route,
-            "eventType": event_type,
-            "messageDirection": "IN",
-            "connectionId": ctx["connectionId"],
-            "connectedAt": ctx["connectedAt"],
-            "requestId": base64.urlsafe_b64encode(secrets.token_bytes(12)).decode(),
-            "extendedRequestId": str(uuid.uuid4()),
-            "requestTime": _request_time(now),
-            "requestTimeEpoch": int(now * 1000),
-            "domainName": f"{self.config.host}:{self.config.port}",
-            "stage": self.config.stage,
-            "apiId": "local",
-            "identity": {"sourceIp": ctx["sourceIp"], "userAgent": ctx["userAgent"]},
-        }
-        if ctx.get("authorizer"):
-            request_context["authorizer"] = ctx["authorizer"]
-        event: dict[str, Any] = {"requestContext": request_context, "isBase64Encoded": is_base64}
-        if event_type == "MESSAGE":
-            request_context["messageId"] = base64.urlsafe_b64encode(secrets.token_bytes(12)).decode()
-            event["body"] = body
-        if request is not None:
-            event["headers"] = dict(request.headers)
-            event["multiValueHeaders"] = {k: request.headers.getall(k) for k in request.headers.keys()}
-            query = request.query
-            event["queryStringParameters"] = {k: query[k] for k in query.keys()} or None
-            event["multiValueQueryStringParameters"] = {k: query.getall(k) for k in query.keys()} or None
-        return event
+        return apigw_events.websocket_event(route, event_type, ctx, f"{self.config.host}:{self.config.port}",
+                                            self.config.stage, request, body, is_base64)
 
     async def _authorize(self, request: web.Request, ctx: dict) -> tuple[web.Response | None, dict | None]:
         """API Gateway's REQUEST authorizer on `$connect`: 401 on "Unauthorized", 403 on a Deny, else
@@ -599,10 +557,10 @@ class Gateway:
             return await self._call(route, event)
         except asyncio.TimeoutError:
             LOG.error("handler for %s timed out after %s s", route, self.config.handler_timeout_s)
-            return _FAILED
+            return apigw_events.INVOCATION_FAILED
         except Exception:  # noqa: BLE001 - a failing handler is the client's error event, not a crash
             LOG.exception("handler for %s failed", route)
-            return _FAILED
+            return apigw_events.INVOCATION_FAILED
 
     # ---------- Management API (@connections) ----------
     async def post_to_connection(self, request: web.Request) -> web.Response:
@@ -628,9 +586,9 @@ class Gateway:
             return _gone()
         # API Gateway's wire names; boto3 gives them back as ConnectedAt, Identity.SourceIp, LastActiveAt.
         return web.json_response({
-            "connectedAt": _iso(conn.connected_at_s),
+            "connectedAt": apigw_events.iso_time(conn.connected_at_s),
             "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
-            "lastActiveAt": _iso(conn.last_active_s),
+            "lastActiveAt": apigw_events.iso_time(conn.last_active_s),
         })
 
     async def delete_connection(self, request: web.Request) -> web.Response:
@@ -660,41 +618,6 @@ class Gateway:
     @property
     def connection_ids(self) -> list[str]:
         return list(self._connections)
-
-
-_FAILED = object()
-
-
-def _status_of(response) -> int:
-    if response is _FAILED:
-        return 500
-    if isinstance(response, dict):
-        try:
-            return int(response.get("statusCode", 200))
-        except (TypeError, ValueError):
-            return 500
-    return 200
-
-
-def _body_of(response) -> str:
-    if response is _FAILED or response is None:
-        return ""
-    if isinstance(response, dict):
-        body = response.get("body")
-        if body is None:
-            return ""
-        return body if isinstance(body, str) else json.dumps(body)
-    return response if isinstance(response, str) else json.dumps(response)
-
-
-def _route_of(body: str) -> str:
-    """API Gateway's route selection expression `$request.body.action`."""
-    try:
-        frame = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: `$default` says why
-        return DEFAULT
-    action = frame.get("action") if isinstance(frame, dict) else None
-    return action if isinstance(action, str) and action in MESSAGE_ROUTES else DEFAULT
 
 
 def _aws_error(status: int, code: str, message: str) -> web.Response:
