@@ -22,7 +22,7 @@ from cloudia.dlq_format import FAILURE_CLASS_ATTRIBUTE
 from cloudia.history import USER
 from cloudia.jobs import ANSWER_COMPLETE_LOG, RECALLS_ATTRIBUTE, RECOVERED_DETAIL, JobStore
 from cloudia.settings import Resilience, Settings, resilience_env, resilience_from
-from local_runtime import up
+from local_runtime import processes, up
 from tests.support.aws_resources import Resources, create_resources
 from tests.support.cpu import own_cpu_s, process_cpu_s
 from tests.support.servers import MotoServer, RedisServer, free_ports
@@ -101,7 +101,7 @@ class System:
     emulator_pids: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.stack = up.StartedProcesses(self.log_dir)
+        self.stack = processes.StartedProcesses(self.log_dir)
         self._moto: MotoServer | None = None
         self.redis: RedisServer | None = None
         self.resources: Resources | None = None
@@ -152,9 +152,10 @@ class System:
 
     def _start_llm(self) -> None:
         child = self.stack.spawn("fake-llm", [sys.executable, "-m", "chaos.recording_llm", "--port",
-                                              str(_started(self.ports, "ports").llm)], up.child_env({}))
-        if not up.wait_until(lambda: up.http_ok(f"{self.llm_url}/_faults"), up.READY_TIMEOUT_S, child.proc):
-            raise up.StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
+                                              str(_started(self.ports, "ports").llm)], processes.child_env({}))
+        if not processes.wait_until(lambda: processes.http_ok(f"{self.llm_url}/_faults"), processes.READY_TIMEOUT_S,
+                                    child.proc):
+            raise processes.StepFailed(f"the fake LLM did not start:\n{child.tail()}", f"see {child.log_path}")
         http_json(f"{self.llm_url}/_profile", "POST", dict(self.llm_profile))
 
     # -- what a run needs ---------------------------------------------------------------------
@@ -191,7 +192,7 @@ class System:
     def llm_served(self) -> dict:
         return http_json(f"{self.llm_url}/_served")
 
-    def child(self, name: str) -> up.Child:
+    def child(self, name: str) -> processes.Child:
         return next(c for c in self.stack.children if c.name == name)
 
     def alive(self, name: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloudia.settings import Settings, resilience_env
-from local_runtime import up
+from local_runtime import processes, up
 from tests.support.servers import free_ports
 
 # Small breaker and backoff settings, so opening and closing the circuit takes seconds.
@@ -48,7 +48,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class RunningStack:
     ports: up.Ports
     env: dict
-    stack: up.StartedProcesses
+    stack: processes.StartedProcesses
     gateway_args: list
 
     @property
@@ -70,7 +70,7 @@ class RunningStack:
                                          headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=5).close()
 
-    def child(self, name: str) -> up.Child:
+    def child(self, name: str) -> processes.Child:
         return next(c for c in self.stack.children if c.name == name)
 
     def stop_gateway(self) -> None:
@@ -104,7 +104,7 @@ def local_stack(request, resources, tmp_path: Path):
     gateway_port, llm_port = free_ports(2)
     ports = up.Ports(gateway=gateway_port, emulator=0, redis=0, llm=llm_port)
     runtime_env = {**settings_env(resources.settings), **FAST_RESILIENCE}
-    stack = up.StartedProcesses(tmp_path)
+    stack = processes.StartedProcesses(tmp_path)
     marker = request.node.get_closest_marker("gateway_args")
     gateway_args = ["--heartbeat-s", "5", *(marker.args if marker else ())]
     try:
