@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from cloudia import protocol
+
 # API Gateway refuses WebSocket frames above 32 KB; a larger one cannot have come through it.
 MAX_FRAME_BYTES = 32 * 1024
 # Ids go into DynamoDB keys joined with '#', and into Redis keys: a safe charset without '#'.
@@ -72,26 +74,27 @@ class FrameError(ValueError):
 
 def parse_frame(body: str | bytes | None, max_message_chars: int) -> SendMessage | Ping | History | Retry:
     if body is None or body == "" or body == b"":
-        raise FrameError("empty_frame", "the frame is empty: send a JSON object with an 'action'")
+        raise FrameError("empty_frame", protocol.FRAME_EMPTY_MESSAGE)
     if isinstance(body, bytes):
         try:
             body = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise FrameError("not_text", "the frame is not UTF-8 text") from None
+            raise FrameError("not_text", protocol.FRAME_NOT_UTF8_MESSAGE) from None
     if len(body.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
-        raise FrameError("frame_too_large", f"the frame is larger than {MAX_FRAME_BYTES} bytes")
+        raise FrameError("frame_too_large", protocol.FRAME_TOO_LARGE_MESSAGE.format(limit=MAX_FRAME_BYTES))
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        raise FrameError("malformed_json", "the frame is not valid JSON") from None
+        raise FrameError("malformed_json", protocol.FRAME_MALFORMED_MESSAGE) from None
     if not isinstance(data, dict):
-        raise FrameError("not_an_object", "the frame must be a JSON object with an 'action'")
+        raise FrameError("not_an_object", protocol.FRAME_NOT_AN_OBJECT_MESSAGE)
     action = data.get("action")
     if action is None:
-        raise FrameError("missing_action", "the frame has no 'action'")
+        raise FrameError("missing_action", protocol.FRAME_NO_ACTION_MESSAGE)
     if action not in ACTIONS:
         shown = action if isinstance(action, str) else json.dumps(action)
-        raise FrameError("unknown_action", f"unknown action {shown[:64]!r}: expected one of {', '.join(ACTIONS)}")
+        raise FrameError("unknown_action", protocol.FRAME_UNKNOWN_ACTION_MESSAGE.format(
+            action=repr(shown[:64]), actions=", ".join(ACTIONS)))
     try:
         frame = _FRAME.validate_python(data)
     except ValidationError as exc:
@@ -103,15 +106,15 @@ def parse_frame(body: str | bytes | None, max_message_chars: int) -> SendMessage
 
 def _check_text(message: str, max_message_chars: int) -> None:
     if not message.strip():
-        raise FrameError("empty_message", "'message' is blank")
+        raise FrameError("empty_message", protocol.MESSAGE_BLANK_MESSAGE)
     if len(message) > max_message_chars:
-        raise FrameError("message_too_long", f"'message' is longer than {max_message_chars} characters")
+        raise FrameError("message_too_long", protocol.MESSAGE_TOO_LONG_MESSAGE.format(limit=max_message_chars))
     if _CONTROL_CHARS.search(message):
-        raise FrameError("not_text", "'message' contains control characters: text only")
+        raise FrameError("not_text", protocol.MESSAGE_CONTROL_CHARS_MESSAGE)
     try:
         message.encode("utf-8")
     except UnicodeEncodeError:
-        raise FrameError("not_text", "'message' is not valid Unicode text") from None
+        raise FrameError("not_text", protocol.MESSAGE_NOT_UNICODE_MESSAGE) from None
 
 
 def _field_error(exc: ValidationError) -> FrameError:
@@ -119,9 +122,9 @@ def _field_error(exc: ValidationError) -> FrameError:
     # loc is (action tag, field) under the discriminated union
     field = str(first["loc"][-1]) if first["loc"] else "frame"
     if first["type"] == "missing":
-        return FrameError("missing_field", f"'{field}' is required")
+        return FrameError("missing_field", protocol.FIELD_MISSING_MESSAGE.format(field=field))
     if first["type"] == "string_pattern_mismatch" and field == "cursor":
-        return FrameError("invalid_field", "'cursor' must be the 'next' of a history page, passed back as is")
+        return FrameError("invalid_field", protocol.CURSOR_INVALID_MESSAGE)
     if first["type"] == "string_pattern_mismatch":
-        return FrameError("invalid_field", f"'{field}' must be 1-128 characters of letters, digits and _ . : -")
-    return FrameError("invalid_field", f"'{field}' is invalid: {first['msg']}")
+        return FrameError("invalid_field", protocol.ID_INVALID_MESSAGE.format(field=field))
+    return FrameError("invalid_field", protocol.FIELD_INVALID_MESSAGE.format(field=field, why=first["msg"]))

@@ -32,6 +32,23 @@ RETRY_NOT_FOUND_MESSAGE = "no such message of yours to retry"
 RETRY_NOT_FAILED_MESSAGE = "only a failed message can be retried: this one is {status}"
 RETRY_NOT_RETRIABLE_MESSAGE = "this message never reached the queue and cannot be retried: please send it again"
 
+# A frame refused (cloudia/frames.py; the `error` event's reason says which, for machines).
+FRAME_EMPTY_MESSAGE = "the frame is empty: send a JSON object with an 'action'"
+FRAME_NOT_UTF8_MESSAGE = "the frame is not UTF-8 text"
+FRAME_TOO_LARGE_MESSAGE = "the frame is larger than {limit} bytes"
+FRAME_MALFORMED_MESSAGE = "the frame is not valid JSON"
+FRAME_NOT_AN_OBJECT_MESSAGE = "the frame must be a JSON object with an 'action'"
+FRAME_NO_ACTION_MESSAGE = "the frame has no 'action'"
+FRAME_UNKNOWN_ACTION_MESSAGE = "unknown action {action}: expected one of {actions}"
+MESSAGE_BLANK_MESSAGE = "'message' is blank"
+MESSAGE_TOO_LONG_MESSAGE = "'message' is longer than {limit} characters"
+MESSAGE_CONTROL_CHARS_MESSAGE = "'message' contains control characters: text only"
+MESSAGE_NOT_UNICODE_MESSAGE = "'message' is not valid Unicode text"
+FIELD_MISSING_MESSAGE = "'{field}' is required"
+CURSOR_INVALID_MESSAGE = "'cursor' must be the 'next' of a history page, passed back as is"
+ID_INVALID_MESSAGE = "'{field}' must be 1-128 characters of letters, digits and _ . : -"
+FIELD_INVALID_MESSAGE = "'{field}' is invalid: {why}"
+
 
 def event(name: str, **fields: Any) -> dict[str, Any]:
     return {"event": name, **{k: v for k, v in fields.items() if v is not None}}
