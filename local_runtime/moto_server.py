@@ -35,9 +35,10 @@ from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.sqs import models as sqs_models
 from moto.sqs.models import Message, SQSBackend
 
-# Writes to one item run one at a time, as DynamoDB's do; writes to other items run alongside (one
-# lock for every write made each wait on all the others: at load, the emulator's latency). An item's
-# lock is one of a fixed set, by its key's hash; re-entrant, as a transaction's items are writes too.
+# Writes to one item run one at a time, as DynamoDB's do; writes to other items run alongside (a
+# single lock for all writes made each wait on all the others: at load, the emulator's latency). An
+# item's lock is one of a fixed set, by its key's hash; re-entrant, as a transaction's items are
+# writes too.
 ITEM_LOCKS = tuple(threading.RLock() for _ in range(256))
 
 
@@ -187,15 +188,18 @@ class KeepAliveRequestHandler(MotoRequestHandler):
     tell whether the application read the whole request body: at load every AWS call opened a TCP
     connection and a server thread of its own, the listen queue overflowed, and connecting took a
     SYN retry (a second: the SDKs' timeouts). Here a request's body (its Content-Length) is read
-    before the application runs, so the next request starts where it should; a chunked one, or one
-    without a length, still closes its connection. No access log line either (nobody reads it)."""
+    before the application runs, so the next request starts where it should; a chunked one, one
+    without a length or one waiting for "100 Continue" still closes its connection. No access log
+    line either (nobody reads it)."""
 
     _keep_alive = False
 
     def run_wsgi(self) -> None:
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        # A client that waits for "100 Continue" before its body gets it from werkzeug, as before.
+        waits_to_send = self.headers.get("Expect", "").strip().lower() == "100-continue"
         length = self.headers.get("Content-Length")
-        self._keep_alive = not chunked and (length is not None or self.command in ("GET", "HEAD"))
+        self._keep_alive = not (chunked or waits_to_send) and (length is not None or self.command in ("GET", "HEAD"))
         if not self._keep_alive:
             return super().run_wsgi()
         connection = self.rfile
