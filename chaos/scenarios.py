@@ -53,7 +53,7 @@ SHORT = Profile("short", load_messages=160, load_clients=20, load_worker_kills=2
                 llm_profile=(("first_token_ms", 500), ("tokens_per_s", 45), ("answer_tokens_min", 20),
                              ("answer_tokens_max", 80)))
 # Each answer streams for seconds, as a model writes it: 3,000 messages from 100 clients (300 waiting
-# at most) keep the worker's slots full and scenario 1 near five minutes on a 2-core machine.
+# at most) keep the worker's slots full, and scenario 1 near three and a half minutes on 2 cores.
 LONG = Profile("long", load_messages=3_000, load_clients=100, load_worker_kills=5, load_settle_s=900,
                outage_s=60, outage_clients=20, outage_send_interval_s=3.2,
                poison_backoff_base_s=2.0,
