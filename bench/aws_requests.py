@@ -195,6 +195,7 @@ class AwsCallCounter:
         self._lock = threading.Lock()
         self._thread = _Thread()
         self._original: Callable[..., Any] | None = None  # botocore's _make_api_call while installed
+        self._original_post: Callable[..., Any] | None = None  # the worker's push (cloudia.push), likewise
         self._sizes: dict[tuple[str, str], int] = {}  # (table, key) -> the item's size now
         self.created: dict[tuple[str, str], str] = {}  # items first written while the window was open
         self._key_names: dict[str, tuple[str, ...]] = {}
@@ -212,12 +213,26 @@ class AwsCallCounter:
             return counter._counted(client, operation_name, api_params)
 
         botocore.client.BaseClient._make_api_call = _make_api_call
+        # The worker pushes with an HTTP POST of its own (signed as boto3 signs it), not botocore's.
+        from cloudia.push import ConnectionsApi
+
+        self._original_post = ConnectionsApi.post
+
+        async def post(api, connection_id: str, data: bytes) -> int:
+            return await counter._counted_post(api, connection_id, data)
+
+        ConnectionsApi.post = post  # type: ignore[method-assign,assignment]
         return self
 
     def uninstall(self) -> None:
         if self._original is not None:
             botocore.client.BaseClient._make_api_call = self._original
             self._original = None
+        if self._original_post is not None:
+            from cloudia.push import ConnectionsApi
+
+            ConnectionsApi.post = self._original_post  # type: ignore[method-assign]
+            self._original_post = None
 
     def role(self) -> str | None:
         return self.main_role if threading.current_thread() is threading.main_thread() else "worker"
@@ -279,6 +294,44 @@ class AwsCallCounter:
                         self.worker_hook_cpu_s += cpu_s
                     if self.window_open:
                         self.calls.append(call)
+
+    async def _counted_post(self, api, connection_id: str, data: bytes) -> int:
+        """A push, counted as the PostToConnection it is (one attempt: its own retry is not seen)."""
+        if self._original_post is None:
+            raise RuntimeError("the AWS call counter is not installed")
+        role = self.role()
+        if role is None:
+            return await self._original_post(api, connection_id, data)
+        cpu0 = time.thread_time()
+        call = Call("apigatewaymanagementapi", "PostToConnection", role, attempts=1, payload_bytes=len(data))
+        # Its bytes on the wire, as the worker signs it (the NAT gateway carries them).
+        url, headers = api.request(connection_id, data, await api._current_credentials())
+        call.request_bytes = len("POST") + len(url) + _http_bytes(headers, data)
+        try:
+            call.frame_event = str(json.loads(data).get("event", ""))
+        except (ValueError, AttributeError):
+            call.frame_event = "?"
+        cpu_s = time.thread_time() - cpu0  # the counter's own, taken out of the worker's CPU
+        self._thread.hook_cpu_s += cpu_s
+        with self._lock:
+            if role == "worker":
+                self.worker_hook_cpu_s += cpu_s
+        try:
+            status = await self._original_post(api, connection_id, data)
+        except Exception as error:  # noqa: BLE001 - recorded, then raised to our code unchanged
+            call.error = type(error).__name__
+            raise
+        finally:
+            call.ended_at = time.monotonic()
+            with self._lock:
+                if self.window_open:
+                    self.calls.append(call)
+        if status == 200:
+            with self._lock:
+                self.posts_delivered += 1
+        else:
+            call.error = f"HTTP {status}"
+        return status
 
     def _hook(self, client) -> None:
         events = client.meta.events
