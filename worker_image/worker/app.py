@@ -41,8 +41,9 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     metrics = WorkerMetrics(settings.metrics_namespace)
     # One pooled connection per thread that may call AWS or Redis at once.
     io_threads = res.worker_concurrency + EXTRA_IO_THREADS
-    redis = redis_client.client(settings, max_connections=io_threads + HEARTBEAT_THREADS)
-    dynamodb = aws.dynamodb(res, max_connections=io_threads + HEARTBEAT_THREADS)
+    pooled = io_threads + HEARTBEAT_THREADS
+    redis = redis_client.client(settings, max_connections=pooled)
+    dynamodb = aws.dynamodb(res, max_connections=pooled)
 
     def on_transition(name: str, state: str, scope: str) -> None:
         if state == "open":
@@ -59,7 +60,7 @@ def build_worker(settings: Settings, provider: LlmProvider | None = None,
     executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
     processor = JobProcessor(
         settings,
-        sqs=aws.sqs(res, max_connections=io_threads + HEARTBEAT_THREADS),
+        sqs=aws.sqs(res, max_connections=pooled),
         jobs=JobStore.of(settings, dynamodb),
         history=HistoryStore.of(settings, dynamodb),
         cache=ContextCache(redis, res.context_ttl_s, res.context_max_messages),

@@ -474,15 +474,16 @@ class JobProcessor:
         except (ValueError, TypeError, KeyError):
             job = None
         record = await self.io(self._jobs.get, job.job_id) if job else None
+        status = (record or {}).get("status")
         dlq_url = self._settings.jobs_dlq_url
-        if job is not None and (record or {}).get("status") == ANSWERED:
+        if job is not None and status == ANSWERED:
             # Answered and stored, its delete too late (a Redis outage held the job past its
             # visibility): nothing failed and nothing is left to redrive.
             await self.io(self._sqs.delete_message, QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
             logger.info("an answered job's late copy, moved by SQS: dropped from the DLQ",
                         extra={"job_id": job.job_id, "receive_count": receives})
             return
-        if job is not None and (record or {}).get("status") != FAILED:
+        if job is not None and status != FAILED:
             await self._tell_failure(job, protocol.INTERRUPTED_MESSAGE, "max_receives", detail)
             await self._settle(job, 0)
             self._metrics.job_failed("max_receives")
